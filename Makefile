@@ -1,0 +1,42 @@
+# Every target works from a fresh clone: `make demo` and `make test` run setup first when needed.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PINNER_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: setup test test-all lint demo bench ui clean
+
+setup: $(STAMP)
+
+# torch first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ''
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo: setup
+	$(BIN)/pinner demo
+
+bench: setup
+	$(BIN)/python benchmarks/bench_model.py
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) data

@@ -1,0 +1,46 @@
+"""Batched inference: user embeddings from each user's last M actions, pin embeddings (§3.6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model_core.model import PinnerFormer
+from model_core.sampler import window_batch
+from model_core.timelines import PinCatalog, Timelines
+
+
+@torch.no_grad()
+def embed_users(
+    model: PinnerFormer,
+    timelines: Timelines,
+    catalog: PinCatalog,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """[U, D] float32: for every user in `timelines`, the embedding at their latest action."""
+    model.eval().to(device)
+    ends = timelines.offsets[1:] - 1
+    out = np.empty((timelines.n_users, model.config.out_dim), dtype=np.float32)
+    for i in range(0, len(ends), batch_size):
+        seq = window_batch(timelines, catalog, ends[i : i + batch_size], model.config.max_len)
+        out[i : i + batch_size] = (
+            model.user_tower.user_embedding(seq.to(device)).float().cpu().numpy()
+        )
+    return out
+
+
+@torch.no_grad()
+def embed_pins(
+    model: PinnerFormer,
+    content: np.ndarray,
+    batch_size: int = 65_536,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """content [N, C] float32 → [N, D] float32 unit-norm pin embeddings."""
+    model.eval().to(device)
+    out = np.empty((len(content), model.config.out_dim), dtype=np.float32)
+    for i in range(0, len(content), batch_size):
+        chunk = torch.from_numpy(np.ascontiguousarray(content[i : i + batch_size])).to(device)
+        out[i : i + batch_size] = model.pin_tower(chunk).float().cpu().numpy()
+    return out

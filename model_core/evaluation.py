@@ -1,0 +1,143 @@
+"""The paper's offline evaluation protocol (§4.1) and its baselines.
+
+Training ends at a split time t. Evaluation users are DISJOINT from training users (a stable hash
+of the user id decides). Each evaluation user is embedded from their history up to t; their
+positives are their positive engagements in (t, t + 14 days]; the index is N random pins (the whole
+catalogue when it is smaller). Every scorer — PinnerFormer and the baselines — is ranked against
+the same index with the same metrics (`model_core.metrics`).
+
+Baselines: popularity (count of positive engagements in the training period, identical for every
+user) and recent_mean (the mean content embedding of the user's last M positive engagements,
+falling back to their last M actions when they have none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model_core.embed import embed_pins, embed_users
+from model_core.metrics import RetrievalMetrics, evaluate_retrieval
+from model_core.model import PinnerFormer
+from model_core.timelines import PinCatalog, Timelines
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eval_fraction: float = 0.2  # share of users held out of training entirely
+    horizon_days: float = 14.0  # §4.1: positives in the 14 days after the split
+    index_size: int = 1_000_000  # §4.1: 1M random pins; the whole catalogue when smaller
+    seed: int = 0
+
+
+def is_eval_user(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """[U] int64 → [U] bool; a stable hash (splitmix64) so the split never depends on row order."""
+    z = user_ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """history: evaluation users' actions <= t (only users with >= 1 future positive).
+
+    positive_user:    [P] int64  row into history.user_ids
+    positive_pin_row: [P] int64  catalogue row of each positive
+    index_rows:       [N] int64  catalogue rows of the retrieval index
+    """
+
+    history: Timelines
+    positive_user: np.ndarray
+    positive_pin_row: np.ndarray
+    index_rows: np.ndarray
+    split_ts: int
+
+
+def build_eval_set(
+    timelines: Timelines, catalog: PinCatalog, split_ts: int, cfg: EvalConfig
+) -> EvalSet:
+    """Hold out `cfg.eval_fraction` of users; positives in (split_ts, split_ts + horizon]."""
+    held_out = timelines.select_users(is_eval_user(timelines.user_ids, cfg.eval_fraction, cfg.seed))
+    horizon = split_ts + int(cfg.horizon_days * DAY_S)
+    owner = np.repeat(np.arange(held_out.n_users), held_out.lengths)
+    future = held_out.positive & (held_out.ts > split_ts) & (held_out.ts <= horizon)
+    past = held_out.ts <= split_ts
+    has_past = np.bincount(owner[past], minlength=held_out.n_users) > 0
+    has_future = np.bincount(owner[future], minlength=held_out.n_users) > 0
+    users = has_past & has_future
+    history = held_out.select_rows(past & users[owner])
+    row_of_user = np.cumsum(users) - 1  # old user index → new row (valid where users)
+    keep = future & users[owner]
+    rng = np.random.default_rng([cfg.seed, 3])
+    n_index = min(cfg.index_size, len(catalog))
+    index_rows = np.sort(rng.choice(len(catalog), size=n_index, replace=False))
+    return EvalSet(
+        history=history,
+        positive_user=row_of_user[owner[keep]],
+        positive_pin_row=held_out.pin_row[keep],
+        index_rows=index_rows,
+        split_ts=split_ts,
+    )
+
+
+def popularity_counts(train: Timelines, n_pins: int) -> np.ndarray:
+    """[n_pins] float64: positive engagements per catalogue row in the training data."""
+    return np.bincount(train.pin_row[train.positive], minlength=n_pins).astype(np.float64)
+
+
+def recent_mean(history: Timelines, catalog: PinCatalog, max_len: int) -> np.ndarray:
+    """[U, C] float32: unit-norm mean content of each user's last `max_len` positives (or actions)."""
+    owner = np.repeat(np.arange(history.n_users), history.lengths)
+    has_pos = np.bincount(owner[history.positive], minlength=history.n_users) > 0
+    use = history.positive | ~has_pos[owner]  # positives, or every action for users without any
+    rows = np.flatnonzero(use)
+    rank_from_end = np.empty(len(rows), dtype=np.int64)
+    own = owner[rows]
+    last_of_user = np.searchsorted(own, own, side="right") - 1
+    rank_from_end[:] = last_of_user - np.arange(len(rows))
+    rows, own = rows[rank_from_end < max_len], own[rank_from_end < max_len]
+    sums = np.zeros((history.n_users, catalog.embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, own, catalog.embeddings[history.pin_row[rows]])
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def evaluate(
+    model: PinnerFormer,
+    eval_set: EvalSet,
+    catalog: PinCatalog,
+    popularity: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> dict[str, RetrievalMetrics]:
+    """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines."""
+    es = eval_set
+    topics = catalog.topics[es.index_rows]
+    pin_emb = embed_pins(model, catalog.embeddings, device=device)
+    user_emb = embed_users(model, es.history, catalog, device=device)
+    results = {
+        "pinnerformer": evaluate_retrieval(
+            user_emb, es.positive_user, pin_emb[es.positive_pin_row], pin_emb[es.index_rows], topics
+        )
+    }
+    pop = np.log1p(popularity).astype(np.float32)[:, None]  # (N, 1): one score per pin
+    ones = np.ones((es.history.n_users, 1), dtype=np.float32)
+    results["popularity"] = evaluate_retrieval(
+        ones, es.positive_user, pop[es.positive_pin_row], pop[es.index_rows], topics
+    )
+    content = catalog.embeddings / np.maximum(
+        np.linalg.norm(catalog.embeddings, axis=1, keepdims=True), 1e-12
+    )
+    results["recent_mean"] = evaluate_retrieval(
+        recent_mean(es.history, catalog, model.config.max_len),
+        es.positive_user,
+        content[es.positive_pin_row],
+        content[es.index_rows],
+        topics,
+    )
+    return results

@@ -1,0 +1,139 @@
+"""Sampled softmax with logQ correction (paper §3.3, appendix A.3).
+
+For every (user embedding u, positive p) pair — one row per positive — the loss is
+
+    -log( exp(s(u,p) - log Q(p)) / (exp(s(u,p) - log Q(p)) + Σ_{n ∈ negatives} exp(s(u,n) - log Q(n))) )
+
+with s(u,v) = <u,v>/τ, τ learnable and clamped at >= 0.01. Negatives come from
+
+- "in_batch": every positive in the batch (all-gathered across ranks when torch.distributed is
+  initialised — the paper's "negatives from all GPUs"), capped at `in_batch_cap`; Q(v) estimated
+  from a count-min sketch of positive frequency (`model_core.sketch`);
+- "random": items drawn uniformly from the corpus; Q(v) = the uniform inclusion probability;
+- "mixed": both, merged into one pool.
+
+Masking: a candidate is removed from a pair's negatives when it is a positive of the same user
+(the paper), or the very same item as the pair's positive (an "accidental hit").
+
+Weighting (A.3, Fig. 5): each user embedding in the device's batch gets equal weight — a pair's loss
+is divided by the number of positives of its embedding, and by the number of embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+Negatives = Literal["in_batch", "random", "mixed"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    negatives: Negatives = "mixed"  # Table 4: mixed is best in the paper
+    logq: bool = True  # Table 4: logQ correction matters most for in-batch negatives
+    n_random: int = 2048  # random negatives per step; the paper uses 8192 on GPUs
+    in_batch_cap: int = 5000  # A.3: cap on the all-gathered in-batch pool
+    min_temperature: float = 0.01  # A.3: τ >= 0.01
+
+
+@dataclass
+class Candidates:
+    """A pool of candidate items.
+
+    emb:   [K, D] float   item embeddings
+    ids:   [K] int64      item ids (accidental-hit masking)
+    users: [K] int64      owning user of an in-batch positive, -1 for random negatives
+    log_q: [K] float32    log Q(v), the sampling (inclusion) log-probability
+    """
+
+    emb: torch.Tensor
+    ids: torch.Tensor
+    users: torch.Tensor
+    log_q: torch.Tensor
+
+    def head(self, n: int) -> Candidates:
+        return Candidates(self.emb[:n], self.ids[:n], self.users[:n], self.log_q[:n])
+
+
+def _gather_variable(t: torch.Tensor, sizes: list[int], with_grad: bool) -> torch.Tensor:
+    """Concatenate a [n_r, ...] tensor from every rank (n_r may differ) in rank order."""
+    pad = max(sizes) - t.shape[0]
+    padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
+    if with_grad:
+        parts = list(dist_fn.all_gather(padded))
+    else:
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def gather_candidates(local: Candidates) -> Candidates:
+    """All-gather the in-batch pool across ranks (gradients flow back to the owning rank)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    n = torch.tensor([local.ids.shape[0]], device=local.ids.device)
+    sizes_t = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes_t, n)
+    sizes = [int(s.item()) for s in sizes_t]
+    return Candidates(
+        emb=_gather_variable(local.emb, sizes, with_grad=True),
+        ids=_gather_variable(local.ids, sizes, with_grad=False),
+        users=_gather_variable(local.users, sizes, with_grad=False),
+        log_q=_gather_variable(local.log_q, sizes, with_grad=False),
+    )
+
+
+def embedding_weights(emb_key: torch.Tensor) -> torch.Tensor:
+    """[N] weights summing to 1 so that every distinct embedding (key) weighs the same."""
+    _, inverse, counts = torch.unique(emb_key, return_inverse=True, return_counts=True)
+    return 1.0 / (counts[inverse].to(torch.float32) * counts.numel())
+
+
+def sampled_softmax_loss(
+    user_emb: torch.Tensor,
+    positives: Candidates,
+    emb_key: torch.Tensor,
+    temperature: torch.Tensor,
+    config: LossConfig,
+    random_negatives: Candidates | None = None,
+) -> torch.Tensor:
+    """The A.3 loss for one device's batch.
+
+    user_emb:  [N, D] float   the user embedding of each (embedding, positive) pair
+    positives: N rows         the pair's positive; `users` is the pair's user (for masking)
+    emb_key:   [N] int64      identifies the embedding a pair belongs to (for the weighting)
+    temperature: scalar tensor, already clamped
+    random_negatives: K rows  uniformly sampled items (users = -1); needed unless in_batch only
+    Returns a scalar: Σ_pairs weight · (-log softmax of the positive).
+    """
+    N = user_emb.shape[0]
+    assert positives.emb.shape == user_emb.shape, "one positive row per user-embedding row"
+    assert emb_key.shape == (N,), f"emb_key must be [{N}]"
+    pools: list[Candidates] = []
+    if config.negatives in ("in_batch", "mixed"):
+        pools.append(gather_candidates(positives).head(config.in_batch_cap))
+    if config.negatives in ("random", "mixed"):
+        assert random_negatives is not None, (
+            f"negatives={config.negatives!r} needs random negatives"
+        )
+        pools.append(random_negatives)
+    pool = Candidates(
+        *(torch.cat([getattr(p, f) for p in pools]) for f in Candidates.__dataclass_fields__)
+    )
+
+    pos_logit = (user_emb * positives.emb).sum(-1) / temperature  # (N,)
+    neg_logits = user_emb @ pool.emb.T / temperature  # (N, K)
+    if config.logq:
+        pos_logit = pos_logit - positives.log_q
+        neg_logits = neg_logits - pool.log_q.unsqueeze(0)
+    same_user = positives.users.unsqueeze(1) == pool.users.unsqueeze(0)
+    same_item = positives.ids.unsqueeze(1) == pool.ids.unsqueeze(0)
+    neg_logits = neg_logits.masked_fill(same_user | same_item, float("-inf"))
+
+    logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)  # (N, 1 + K)
+    per_pair = torch.logsumexp(logits, dim=1) - pos_logit  # (N,)
+    return (per_pair * embedding_weights(emb_key)).sum()

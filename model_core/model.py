@@ -1,0 +1,164 @@
+"""The PinnerFormer user tower and the pin tower (paper §3.2, appendix A.2).
+
+User tower: a_i → Linear(D_in, H) + learnable positional encoding → L PreNorm transformer blocks
+(causal multi-head self-attention, FFN 4H with GELU) → output MLP (LayerNorm → Linear H→4H → GELU →
+Linear 4H→D) → L2 normalisation at EVERY position. The user embedding is the output at the most
+recent position.
+
+Padding: sequences are right-padded, so a causal mask alone already hides every padded key from
+every real query — `scaled_dot_product_attention(..., is_causal=True)` is exact for the valid
+positions and lets CUDA use the fused flash kernel (an explicit boolean mask would rule it out).
+Outputs at padded positions are never read (loss and inference gather valid positions only).
+
+Pin tower: an MLP over the content embedding only, L2-normalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_core.features import ActionEncoder, FeatureConfig, SeqBatch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    max_len: int = 64  # M; the paper uses 256, 64 keeps the 2-core demo fast
+    hidden: int = 64  # H; Table 9 explores 256..768 at Pinterest scale
+    n_layers: int = 2  # L; Table 9: 2..6, gains flatten quickly
+    n_heads: int = 8  # A.2: 8 heads
+    out_dim: int = 64  # D; 256 in the paper
+    dropout: float = (
+        0.1  # standard transformer regularisation; 0 makes training deterministic per seed only
+    )
+    pin_hidden: int = 256  # width of the pin tower's hidden layer
+    init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        feats = d["features"]
+        feats = {k: tuple(v) if isinstance(v, list) else v for k, v in feats.items()}
+        return cls(**{**d, "features": FeatureConfig(**feats)})
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        assert hidden % n_heads == 0, f"hidden {hidden} must be divisible by n_heads {n_heads}"
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, M, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=2)
+        q, k, v = (t.view(B, M, self.n_heads, H // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, heads, M, H/heads)
+        return self.proj(y.transpose(1, 2).reshape(B, M, H))
+
+
+class Block(nn.Module):
+    """PreNorm transformer block: x + MHSA(LN(x)); x + FFN(LN(x))."""
+
+    def __init__(self, hidden: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(hidden)
+        self.attn = CausalSelfAttention(hidden, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden),
+            nn.GELU(),
+            nn.Linear(4 * hidden, hidden),
+            nn.Dropout(dropout),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.ffn(self.ln2(x))
+
+
+class UserTower(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        H = config.hidden
+        self.encoder = ActionEncoder(config.features)
+        self.in_proj = nn.Linear(config.features.input_dim, H)
+        self.pos = nn.Parameter(torch.randn(config.max_len, H) * 0.02)
+        self.blocks = nn.ModuleList(
+            Block(H, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
+        self.out = nn.Sequential(
+            nn.LayerNorm(H), nn.Linear(H, 4 * H), nn.GELU(), nn.Linear(4 * H, config.out_dim)
+        )
+
+    def forward(self, batch: SeqBatch) -> torch.Tensor:
+        """batch → [B, M, D] float32, unit norm at every position (padded positions: ignore)."""
+        M = batch.ts.shape[1]
+        assert M <= self.config.max_len, f"sequence length {M} > max_len {self.config.max_len}"
+        x = self.in_proj(self.encoder(batch)) + self.pos[:M]  # (B, M, H)
+        for block in self.blocks:
+            x = block(x)
+        return F.normalize(self.out(x).float(), dim=-1)
+
+    def user_embedding(self, batch: SeqBatch) -> torch.Tensor:
+        """[B, D]: the output at each sequence's most recent action."""
+        out = self(batch)
+        idx = (batch.lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
+        return out.gather(1, idx).squeeze(1)
+
+
+class PinTower(nn.Module):
+    """content [N, C] → [N, D] unit norm."""
+
+    def __init__(self, content_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(content_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        assert content.dim() == 2, f"content must be [N, C], got {tuple(content.shape)}"
+        return F.normalize(self.mlp(content).float(), dim=-1)
+
+
+class PinnerFormer(nn.Module):
+    """Both towers plus the learnable softmax temperature (log-parameterised, A.3)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.user_tower = UserTower(config)
+        self.pin_tower = PinTower(config.features.content_dim, config.pin_hidden, config.out_dim)
+        self.log_temperature = nn.Parameter(torch.tensor(config.init_temperature).log())
+
+    def temperature(self, min_temperature: float) -> torch.Tensor:
+        return self.log_temperature.exp().clamp_min(min_temperature)
+
+    def forward(
+        self,
+        seq: SeqBatch,
+        pair_b: torch.Tensor,
+        pair_pos: torch.Tensor,
+        item_content: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training forward (a single call so DDP sees every parameter used).
+
+        pair_b, pair_pos: [N] int64  which window and position emits each pair's embedding
+        item_content:     [K, C]     content of the positives followed by random negatives
+        Returns user_emb [N, D] and item_emb [K, D], both unit norm.
+        """
+        out = self.user_tower(seq)  # (B, M, D)
+        return out[pair_b, pair_pos], self.pin_tower(item_content)

@@ -1,0 +1,211 @@
+"""Training examples sampled on the fly from one-row-per-user timelines (paper §3.4, §3.5).
+
+A *sequence* is a window of at most M consecutive actions of one user ending at an action e. The
+four objectives differ only in which positions of the window emit an embedding and which
+positives they must predict:
+
+- next_action:      the latest position predicts the user's next positive after e;
+- sasrec:           every position i predicts the next positive after i;
+- all_action:       the latest position predicts up to `max_positives` positives sampled from the
+                    K days after e;
+- dense_all_action: up to `max_positives` random positions s_i each predict ONE random positive
+                    from the K days after s_i.
+
+A label is always a positive action strictly later in time than the position that predicts it and
+at most K days later. Which sequences exist per epoch is governed by the §3.5 knobs
+(`sequence_fraction`, `max_sequences_per_user`); everything is a pure function of (seed, step), so
+training resumes exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from model_core.features import SeqBatch
+from model_core.timelines import PinCatalog, Timelines
+
+Objective = Literal["next_action", "sasrec", "all_action", "dense_all_action"]
+OBJECTIVES: tuple[Objective, ...] = ("next_action", "sasrec", "all_action", "dense_all_action")
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    objective: Objective = "dense_all_action"  # Table 3: the paper's best for 14-day engagement
+    max_len: int = 64  # M, the window length; must not exceed the model's max_len
+    window_days: float = 28.0  # K for training labels (§3.4: 28 days; evaluation uses 14)
+    sequence_fraction: float = 0.25  # share of a user's possible sequences drawn per epoch
+    max_sequences_per_user: int = 8  # caps heavy users so they do not dominate an epoch
+    max_positives: int = 32  # all_action: positives per sequence; dense: sampled positions
+
+    def __post_init__(self) -> None:
+        assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"
+        assert 0 < self.sequence_fraction <= 1, "sequence_fraction must be in (0, 1]"
+
+
+@dataclass
+class TrainBatch:
+    """seq: the windows. One row per (embedding, positive) pair:
+
+    pair_b:   [N] int64  batch row of the embedding
+    pair_pos: [N] int64  position of the embedding in its window
+    label_row: [N] int64 flat timeline row of the positive
+    pin_row:  [N] int64  catalogue row of the positive     pin_id: [N] int64
+    user_id:  [N] int64  the pair's user
+    """
+
+    seq: SeqBatch
+    pair_b: torch.Tensor
+    pair_pos: torch.Tensor
+    label_row: torch.Tensor
+    pin_row: torch.Tensor
+    pin_id: torch.Tensor
+    user_id: torch.Tensor
+
+    @property
+    def emb_key(self) -> torch.Tensor:
+        return self.pair_b * self.seq.ts.shape[1] + self.pair_pos
+
+
+def window_batch(tl: Timelines, catalog: PinCatalog, ends: np.ndarray, max_len: int) -> SeqBatch:
+    """Right-padded windows of at most `max_len` actions ending at flat rows `ends` ([B] int64)."""
+    owner = np.searchsorted(tl.offsets, ends, side="right") - 1
+    starts = np.maximum(tl.offsets[owner], ends - max_len + 1)
+    lengths = ends - starts + 1
+    M = int(lengths.max()) if len(ends) else 1
+    pos = np.arange(M)
+    valid = pos[None, :] < lengths[:, None]
+    idx = np.where(valid, starts[:, None] + pos[None, :], 0)  # (B, M)
+    content = catalog.embeddings[tl.pin_row[idx]] * valid[..., None]
+    return SeqBatch(
+        content=torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)),
+        action=torch.from_numpy(np.where(valid, tl.action[idx], 0)),
+        surface=torch.from_numpy(np.where(valid, tl.surface[idx], 0)),
+        duration=torch.from_numpy(np.where(valid, tl.duration[idx], 0).astype(np.float32)),
+        ts=torch.from_numpy(np.where(valid, tl.ts[idx], 0)),
+        lengths=torch.from_numpy(lengths.astype(np.int64)),
+    )
+
+
+class SequenceSampler:
+    """Draws TrainBatches from timelines; batch(step) is deterministic in (seed, step)."""
+
+    def __init__(
+        self, timelines: Timelines, catalog: PinCatalog, config: SamplerConfig, seed: int = 0
+    ) -> None:
+        tl = timelines
+        self.tl, self.catalog, self.config, self.seed = tl, catalog, config, seed
+        self.owner = np.repeat(np.arange(tl.n_users), tl.lengths)  # (T,)
+        # Composite key (user, time) so that one searchsorted finds a row's label range.
+        t0 = int(tl.ts.min()) if len(tl.ts) else 0
+        key = (self.owner.astype(np.int64) << 33) + (tl.ts - t0)
+        self.pos_rows = np.flatnonzero(tl.positive)  # (P,) flat rows of positives, sorted
+        pos_key = key[self.pos_rows]
+        horizon = int(config.window_days * DAY_S)
+        self.label_lo = np.searchsorted(pos_key, key, side="right")  # first positive after the row
+        self.label_hi = np.searchsorted(pos_key, key + horizon, side="right")
+        self.n_labels = self.label_hi - self.label_lo  # (T,)
+        self.eligible = np.flatnonzero(self.n_labels > 0)
+        per_user = np.bincount(self.owner[self.eligible], minlength=tl.n_users)
+        self.quota = np.minimum(
+            config.max_sequences_per_user,
+            np.ceil(per_user * config.sequence_fraction).astype(np.int64),
+        )
+        self._pool_epoch = -1
+        self._pool = np.empty(0, dtype=np.int64)
+
+    @property
+    def sequences_per_epoch(self) -> int:
+        return int(self.quota.sum())
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, self.sequences_per_epoch // batch_size)
+
+    def epoch_pool(self, epoch: int) -> np.ndarray:
+        """The epoch's sequence ends ([S] int64 flat rows), shuffled."""
+        if epoch != self._pool_epoch:
+            rng = np.random.default_rng([self.seed, 1, epoch])
+            cand = self.eligible
+            order = np.lexsort((rng.random(len(cand)), self.owner[cand]))
+            cand = cand[order]  # grouped by user, random within user
+            owners = self.owner[cand]
+            first = np.searchsorted(owners, owners, side="left")
+            rank = np.arange(len(cand)) - first
+            chosen = cand[rank < self.quota[owners]]
+            self._pool = chosen[rng.permutation(len(chosen))]
+            self._pool_epoch = epoch
+        return self._pool
+
+    def batch(self, step: int, batch_size: int) -> TrainBatch:
+        if len(self.eligible) == 0:
+            raise ValueError("no user has a positive within the label window: nothing to train on")
+        spe = self.steps_per_epoch(batch_size)
+        pool = self.epoch_pool(step // spe)
+        i = (step % spe) * batch_size
+        ends = pool[i : i + batch_size]
+        return self.build(ends, np.random.default_rng([self.seed, 2, step]))
+
+    def build(self, ends: np.ndarray, rng: np.random.Generator) -> TrainBatch:
+        """Windows ending at `ends` plus their (embedding, positive) pairs for the objective."""
+        M = self.config.max_len
+        seq = window_batch(self.tl, self.catalog, ends, M)
+        lengths = seq.lengths.numpy()
+        starts = ends - lengths + 1
+        objective = self.config.objective
+        if objective in ("next_action", "all_action"):
+            b = np.arange(len(ends))
+            pos = lengths - 1
+            if objective == "next_action":
+                label = self.pos_rows[self.label_lo[ends]]
+            else:
+                b, pos, label = self._sample_many(ends, b, pos, rng)
+        else:
+            width = seq.ts.shape[1]
+            grid = np.arange(width)
+            valid = grid[None, :] < lengths[:, None]
+            rows = np.where(valid, starts[:, None] + grid[None, :], 0)
+            has_label = valid & (self.n_labels[rows] > 0)  # (B, M)
+            if objective == "dense_all_action":
+                # Random eligible positions: rank random keys, keep the first max_positives.
+                keys = np.where(has_label, rng.random(has_label.shape), np.inf)
+                rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+                has_label &= rank < self.config.max_positives
+            b, pos = np.nonzero(has_label)
+            r = rows[b, pos]
+            if objective == "sasrec":
+                label = self.pos_rows[self.label_lo[r]]
+            else:
+                pick = (rng.random(len(r)) * self.n_labels[r]).astype(np.int64)
+                label = self.pos_rows[self.label_lo[r] + pick]
+        return TrainBatch(
+            seq=seq,
+            pair_b=torch.from_numpy(b.astype(np.int64)),
+            pair_pos=torch.from_numpy(pos.astype(np.int64)),
+            label_row=torch.from_numpy(label.astype(np.int64)),
+            pin_row=torch.from_numpy(self.tl.pin_row[label]),
+            pin_id=torch.from_numpy(self.tl.pin_id[label]),
+            user_id=torch.from_numpy(self.tl.user_ids[self.owner[ends[b]]]),
+        )
+
+    def _sample_many(
+        self, ends: np.ndarray, b: np.ndarray, pos: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """all_action: up to max_positives distinct positives from each window's K-day future."""
+        P = self.config.max_positives
+        out_b, out_pos, out_label = [], [], []
+        for j, e in enumerate(ends):
+            lo, n = int(self.label_lo[e]), int(self.n_labels[e])
+            take = np.arange(n) if n <= P else rng.choice(n, size=P, replace=False)
+            out_b.append(np.full(len(take), b[j]))
+            out_pos.append(np.full(len(take), pos[j]))
+            out_label.append(self.pos_rows[lo + take])
+        return np.concatenate(out_b), np.concatenate(out_pos), np.concatenate(out_label)
+
+
+def steps_for_epochs(sampler: SequenceSampler, batch_size: int, epochs: float) -> int:
+    return max(1, math.ceil(sampler.steps_per_epoch(batch_size) * epochs))
