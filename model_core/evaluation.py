@@ -92,7 +92,10 @@ def popularity_counts(train: Timelines, n_pins: int) -> np.ndarray:
 
 
 def recent_mean(history: Timelines, catalog: PinCatalog, max_len: int) -> np.ndarray:
-    """[U, C] float32: unit-norm mean content of each user's last `max_len` positives (or actions)."""
+    """[U, C] float32: unit-norm mean content of each user's last `max_len` positives.
+
+    Users with no positive fall back to their last `max_len` actions.
+    """
     owner = np.repeat(np.arange(history.n_users), history.lengths)
     has_pos = np.bincount(owner[history.positive], minlength=history.n_users) > 0
     use = history.positive | ~has_pos[owner]  # positives, or every action for users without any

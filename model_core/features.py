@@ -89,6 +89,8 @@ class Time2Vec(nn.Module):
     so absolute Unix timestamps (~1.7e9 s) keep sub-second resolution even for a 15-minute period.
     """
 
+    periods: torch.Tensor
+
     def __init__(self, periods_s: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer(
@@ -157,9 +159,8 @@ class ActionEncoder(nn.Module):
         assert batch.content.shape == (B, M, cfg.content_dim), (
             f"content must be [B, M, {cfg.content_dim}], got {tuple(batch.content.shape)}"
         )
-        assert bool((batch.lengths >= 1).all()) and bool((batch.lengths <= M).all()), (
-            "every sequence needs 1..M valid actions"
-        )
+        assert bool((batch.lengths >= 1).all()), "every sequence needs at least one action"
+        assert bool((batch.lengths <= M).all()), "lengths must not exceed the padded width M"
         valid = batch.valid
         ts = torch.where(valid, batch.ts, torch.zeros_like(batch.ts))
         parts: list[torch.Tensor] = []

@@ -2,7 +2,8 @@
 
 For every (user embedding u, positive p) pair — one row per positive — the loss is
 
-    -log( exp(s(u,p) - log Q(p)) / (exp(s(u,p) - log Q(p)) + Σ_{n ∈ negatives} exp(s(u,n) - log Q(n))) )
+    logit(v) = s(u,v) - log Q(v)                      (the logQ correction, on every logit)
+    loss     = -log( exp(logit(p)) / (exp(logit(p)) + Σ_{n ∈ negatives} exp(logit(n))) )
 
 with s(u,v) = <u,v>/τ, τ learnable and clamped at >= 0.01. Negatives come from
 

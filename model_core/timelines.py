@@ -128,7 +128,7 @@ class Timelines:
         features: FeatureConfig,
         rule: PositiveRule | None = None,
     ) -> tuple[Timelines, DropCounts]:
-        """Build from rows in the DESIGN §4 contract (any order). OOV rows are dropped and counted."""
+        """From rows in the DESIGN §4 contract (any order); OOV rows are dropped and counted."""
         missing = [c for c in ACTION_COLUMNS if c not in actions.columns]
         if missing:
             raise ValueError(f"actions are missing columns {missing}; need {list(ACTION_COLUMNS)}")
