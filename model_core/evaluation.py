@@ -36,10 +36,12 @@ class EvalConfig:
 
 def is_eval_user(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """[U] int64 → [U] bool; a stable hash (splitmix64) so the split never depends on row order."""
-    z = user_ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    offset = np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) % 2**64)
+    with np.errstate(over="ignore"):  # modular uint64 arithmetic is the point
+        z = user_ids.astype(np.uint64) + offset
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 

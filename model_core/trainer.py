@@ -95,8 +95,13 @@ def train(
     loss_cfg: LossConfig,
     cfg: TrainConfig,
     checkpoint_path: Path | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train in place; resumes from `checkpoint_path` when it exists. Returns the curves."""
+    """Train in place; resumes from `checkpoint_path` when it exists. Returns the curves.
+
+    `stop_after` ends the run early at that step (with a checkpoint), as a preemption would; the
+    schedule still follows `cfg.steps`, so a resumed run continues exactly where it stopped.
+    """
     rank, world = _world()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
@@ -112,6 +117,7 @@ def train(
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         result.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at step %d", checkpoint_path, start)
     ddp_model: torch.nn.Module = raw_model
     if world > 1:
@@ -131,7 +137,8 @@ def train(
     # Rank r draws the batches of "virtual step" step*world + r, so ranks never share a batch.
     ddp_model.train()
     t0, seqs = time.perf_counter(), 0
-    for step in range(start, cfg.steps):
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    for step in range(start, last):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = sampler.batch(step * world + rank, cfg.batch_size)
@@ -199,7 +206,7 @@ def train(
             and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
         ):
             save_checkpoint(checkpoint_path, raw_model, opt, done, result.history)
-    result.steps = cfg.steps
+    result.steps = last
     elapsed = time.perf_counter() - t0
     result.sequences_per_s = seqs / elapsed if elapsed > 0 and seqs else 0.0
     raw_model.eval()
@@ -224,6 +231,7 @@ def save_checkpoint(
             "step": step,
             "history": history,
             "model_config": model.config.to_dict(),
+            "torch_rng": torch.get_rng_state(),
             **(extra or {}),
         },
         tmp,

@@ -1,0 +1,151 @@
+"""The sampled-softmax loss against a naive per-pair full-softmax reference (paper A.3)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from model_core.loss import Candidates, LossConfig, embedding_weights, sampled_softmax_loss
+
+
+def naive_loss(
+    u: np.ndarray,
+    pos: np.ndarray,
+    pos_ids: np.ndarray,
+    pos_users: np.ndarray,
+    pos_logq: np.ndarray,
+    emb_key: np.ndarray,
+    rnd: np.ndarray,
+    rnd_ids: np.ndarray,
+    rnd_logq: np.ndarray,
+    tau: float,
+    negatives: str,
+    logq: bool,
+) -> float:
+    """Loop over pairs; build each pair's candidate list by hand; float64 softmax."""
+    total_w = 0.0
+    loss = 0.0
+    keys, counts = np.unique(emb_key, return_counts=True)
+    count_of = dict(zip(keys.tolist(), counts.tolist(), strict=True))
+    for n in range(len(u)):
+        logits = [u[n] @ pos[n] / tau - (pos_logq[n] if logq else 0.0)]
+        if negatives in ("in_batch", "mixed"):
+            for j in range(len(pos)):
+                if pos_users[j] == pos_users[n] or pos_ids[j] == pos_ids[n]:
+                    continue
+                logits.append(u[n] @ pos[j] / tau - (pos_logq[j] if logq else 0.0))
+        if negatives in ("random", "mixed"):
+            for j in range(len(rnd)):
+                if rnd_ids[j] == pos_ids[n]:
+                    continue
+                logits.append(u[n] @ rnd[j] / tau - (rnd_logq[j] if logq else 0.0))
+        arr = np.array(logits, dtype=np.float64)
+        lse = arr.max() + math.log(np.exp(arr - arr.max()).sum())
+        w = 1.0 / (count_of[int(emb_key[n])] * len(keys))
+        loss += w * (lse - arr[0])
+        total_w += w
+    assert abs(total_w - 1.0) < 1e-9
+    return loss
+
+
+def make_case(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    N, R, D = 9, 6, 5
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    return {
+        "u": unit(rng.normal(size=(N, D))),
+        "pos": unit(rng.normal(size=(N, D))),
+        # item 7 appears twice (accidental hit across users), users 0 and 1 own several pairs
+        "pos_ids": np.array([7, 3, 7, 9, 10, 11, 12, 13, 14]),
+        "pos_users": np.array([0, 0, 1, 1, 1, 2, 3, 3, 4]),
+        "pos_logq": np.log(rng.uniform(0.01, 0.5, size=N)),
+        "emb_key": np.array([0, 0, 1, 2, 2, 3, 4, 5, 6]),
+        "rnd": unit(rng.normal(size=(R, D))),
+        "rnd_ids": np.array([3, 20, 21, 22, 7, 23]),  # two hit pairs' positives
+        "rnd_logq": np.full(R, math.log(R / 1000)),
+    }
+
+
+def run_loss(c: dict[str, np.ndarray], tau: float, negatives: str, logq: bool) -> torch.Tensor:
+    t = {k: torch.from_numpy(v) for k, v in c.items()}
+    positives = Candidates(t["pos"].float(), t["pos_ids"], t["pos_users"], t["pos_logq"].float())
+    rnd = Candidates(
+        t["rnd"].float(), t["rnd_ids"], torch.full((len(c["rnd"]),), -1), t["rnd_logq"].float()
+    )
+    cfg = LossConfig(negatives=negatives, logq=logq)  # type: ignore[arg-type]
+    return sampled_softmax_loss(
+        t["u"].float(), positives, t["emb_key"], torch.tensor(tau), cfg, rnd
+    )
+
+
+@pytest.mark.parametrize("negatives", ["in_batch", "random", "mixed"])
+@pytest.mark.parametrize("logq", [True, False])
+def test_loss_matches_naive_full_softmax(negatives: str, logq: bool) -> None:
+    c = make_case()
+    got = run_loss(c, tau=0.2, negatives=negatives, logq=logq)
+    want = naive_loss(**c, tau=0.2, negatives=negatives, logq=logq)
+    assert_close(got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_logq_changes_the_loss() -> None:
+    c = make_case(1)
+    assert abs(run_loss(c, 0.2, "mixed", True) - run_loss(c, 0.2, "mixed", False)) > 1e-3
+
+
+def test_in_batch_cap_truncates_the_pool() -> None:
+    c = make_case(2)
+    t = {k: torch.from_numpy(v) for k, v in c.items()}
+    positives = Candidates(t["pos"].float(), t["pos_ids"], t["pos_users"], t["pos_logq"].float())
+    capped = sampled_softmax_loss(
+        t["u"].float(),
+        positives,
+        t["emb_key"],
+        torch.tensor(0.2),
+        LossConfig(negatives="in_batch", in_batch_cap=3),
+    )
+    # Reference: pool = first 3 positives only (the positive logit itself is always kept).
+    u, pos = c["u"], c["pos"]
+    loss = 0.0
+    weights = embedding_weights(t["emb_key"]).numpy()
+    for n in range(len(u)):
+        logits = [u[n] @ pos[n] / 0.2 - c["pos_logq"][n]]
+        for j in range(3):
+            if c["pos_users"][j] != c["pos_users"][n] and c["pos_ids"][j] != c["pos_ids"][n]:
+                logits.append(u[n] @ pos[j] / 0.2 - c["pos_logq"][j])
+        arr = np.array(logits)
+        loss += weights[n] * (np.log(np.exp(arr).sum()) - arr[0])
+    assert_close(capped, torch.tensor(loss, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_every_embedding_weighs_the_same() -> None:
+    w = embedding_weights(torch.tensor([5, 5, 5, 9, 2, 2]))
+    assert_close(w, torch.tensor([1 / 9, 1 / 9, 1 / 9, 1 / 3, 1 / 6, 1 / 6]))
+
+
+def test_gradient_flows_to_both_towers_and_temperature() -> None:
+    c = make_case(3)
+    u = torch.from_numpy(c["u"]).float().requires_grad_()
+    p = torch.from_numpy(c["pos"]).float().requires_grad_()
+    tau = torch.tensor(0.2, requires_grad=True)
+    positives = Candidates(
+        p,
+        torch.from_numpy(c["pos_ids"]),
+        torch.from_numpy(c["pos_users"]),
+        torch.from_numpy(c["pos_logq"]).float(),
+    )
+    loss = sampled_softmax_loss(
+        u, positives, torch.from_numpy(c["emb_key"]), tau, LossConfig(negatives="in_batch")
+    )
+    loss.backward()
+    assert u.grad is not None
+    assert p.grad is not None
+    assert tau.grad is not None
+    assert float(u.grad.abs().sum()) > 0
+    assert float(p.grad.abs().sum()) > 0

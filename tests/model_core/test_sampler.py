@@ -1,0 +1,127 @@
+"""Training examples: labels come only from the future K days, never from the input window."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+from model_core.features import FeatureConfig
+from model_core.sampler import OBJECTIVES, SamplerConfig, SequenceSampler
+from model_core.timelines import PinCatalog, PositiveRule, Timelines
+
+K_DAYS = 3.0
+
+
+@pytest.fixture(scope="module", params=OBJECTIVES)
+def sampler(
+    request: pytest.FixtureRequest, tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> SequenceSampler:
+    cfg = SamplerConfig(objective=request.param, max_len=16, window_days=K_DAYS, max_positives=5)
+    return SequenceSampler(tiny_timelines, tiny_catalog, cfg, seed=3)
+
+
+def test_labels_are_future_positives_within_k_days(sampler: SequenceSampler) -> None:
+    tl = sampler.tl
+    for step in range(3):
+        b = sampler.batch(step, 32)
+        lengths = b.seq.lengths.numpy()
+        ends = b.seq.ts.numpy()
+        label = b.label_row.numpy()
+        pair_b, pair_pos = b.pair_b.numpy(), b.pair_pos.numpy()
+        assert len(label) > 0
+        assert tl.positive[label].all(), "only positive engagement is ever a label"
+        emb_ts = ends[pair_b, pair_pos]
+        assert (tl.ts[label] > emb_ts).all(), "labels strictly after the predicting position"
+        assert (tl.ts[label] <= emb_ts + K_DAYS * 86400).all(), "labels within K days"
+        assert (pair_pos < lengths[pair_b]).all()
+        # the label belongs to the same user as its window
+        owner = np.searchsorted(tl.offsets, label, side="right") - 1
+        assert (tl.user_ids[owner] == b.user_id.numpy()).all()
+        assert (tl.pin_row[label] == b.pin_row.numpy()).all()
+        if sampler.config.objective in ("next_action", "all_action"):
+            # the sequence's latest action predicts: labels lie after the whole input window
+            assert (pair_pos == lengths[pair_b] - 1).all()
+            assert (tl.ts[label] > ends[pair_b, lengths[pair_b] - 1]).all()
+
+
+def test_objective_shapes(sampler: SequenceSampler) -> None:
+    b = sampler.batch(0, 32)
+    per_emb = np.unique(b.emb_key.numpy(), return_counts=True)[1]
+    per_window = np.bincount(b.pair_b.numpy(), minlength=32)
+    objective = sampler.config.objective
+    if objective == "next_action":
+        assert (per_window == 1).all()
+    elif objective == "all_action":
+        assert per_window.max() <= 5
+        assert (per_emb == per_window[per_window > 0]).all()
+    elif objective == "dense_all_action":
+        assert (per_emb == 1).all()
+        assert per_window.max() <= 5
+    else:  # sasrec: one label per position that has a next positive
+        assert (per_emb == 1).all()
+        assert per_window.max() > 1
+
+
+def test_batches_are_deterministic_per_step(sampler: SequenceSampler) -> None:
+    again = SequenceSampler(sampler.tl, sampler.catalog, sampler.config, seed=3)
+    a, b = sampler.batch(7, 16), again.batch(7, 16)
+    assert np.array_equal(a.label_row.numpy(), b.label_row.numpy())
+    assert np.array_equal(a.seq.ts.numpy(), b.seq.ts.numpy())
+
+
+def test_knobs_need_no_data_regeneration(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    base = SamplerConfig(max_len=8, sequence_fraction=1.0, max_sequences_per_user=1_000_000)
+    s_full = SequenceSampler(tiny_timelines, tiny_catalog, base)
+    s_frac = SequenceSampler(
+        tiny_timelines, tiny_catalog, dataclasses.replace(base, sequence_fraction=0.1)
+    )
+    s_cap = SequenceSampler(
+        tiny_timelines, tiny_catalog, dataclasses.replace(base, max_sequences_per_user=2)
+    )
+    assert s_full.sequences_per_epoch == len(s_full.eligible)
+    assert s_frac.sequences_per_epoch < 0.2 * s_full.sequences_per_epoch
+    pool = s_cap.epoch_pool(0)
+    owners = s_cap.owner[pool]
+    assert np.bincount(owners).max() <= 2
+    assert len(np.unique(pool)) == len(pool)
+    assert s_full.batch(0, 8).seq.ts.shape[1] <= 8  # max_len honoured
+
+
+def actions_frame(rows: list[tuple[int, int, int, str, str, float]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema=["user_id", "ts_s", "pin_id", "action_type", "surface", "duration_s"],
+        orient="row",
+    ).with_columns(pl.from_epoch("ts_s", time_unit="s").dt.replace_time_zone("UTC").alias("ts"))
+
+
+def test_oov_rows_are_dropped_and_counted() -> None:
+    catalog = PinCatalog(np.array([10, 11]), np.eye(2, dtype=np.float32), np.array([0, 1]))
+    df = actions_frame(
+        [
+            (1, 100, 10, "repin", "home_feed", 1.0),
+            (1, 200, 11, "teleport", "home_feed", 1.0),  # unknown action type
+            (1, 300, 10, "click", "tv", 20.0),  # unknown surface
+            (2, 100, 99, "click", "home_feed", 20.0),  # unknown pin
+            (2, 150, 11, "click", "home_feed", 20.0),
+        ]
+    )
+    tl, drops = Timelines.from_actions(df, catalog, FeatureConfig(content_dim=2))
+    assert (drops.unknown_action_type, drops.unknown_surface, drops.unknown_pin) == (1, 1, 1)
+    assert tl.n_users == 2
+    assert list(tl.lengths) == [1, 1]
+
+
+def test_positive_rule_is_the_papers_and_configurable() -> None:
+    rule = PositiveRule()
+    types = np.array(["repin", "closeup", "closeup", "click", "click", "hide", "repin"])
+    surf = np.array(["home_feed"] * 6 + ["search"])
+    dur = np.array([1.0, 10.0, 10.5, 11.0, 3.0, 60.0, 60.0])
+    assert rule.mask(types, surf, dur).tolist() == [True, False, True, True, False, False, False]
+    everywhere = PositiveRule(surfaces=("home_feed", "search"))
+    assert everywhere.mask(types, surf, dur)[-1]
