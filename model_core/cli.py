@@ -50,9 +50,9 @@ def demo(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         drops.total,
         time.perf_counter() - t0,
     )
-    steps = args.steps or (200 if args.quick else 1500)
+    steps = args.steps or (200 if args.quick else 1000)
     cfg = RecipeConfig(
-        model=ModelConfig(features=features),
+        model=ModelConfig(features=features, pin_id_buckets=args.pin_id_buckets),
         sampler=SamplerConfig(objective=args.objective),
         train=TrainConfig(steps=steps, log_every=max(1, steps // 15)),
     )
@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         "--objective",
         default="dense_all_action",
         choices=["next_action", "sasrec", "all_action", "dense_all_action"],
+    )
+    p.add_argument(
+        "--pin-id-buckets",
+        type=int,
+        default=0,
+        help="beyond the paper: learnable hashed pin-id embeddings in the pin tower (0 = off)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -34,13 +34,15 @@ def embed_users(
 def embed_pins(
     model: PinnerFormer,
     content: np.ndarray,
+    pin_ids: np.ndarray,
     batch_size: int = 65_536,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """content [N, C] float32 → [N, D] float32 unit-norm pin embeddings."""
+    """content [N, C] float32, pin_ids [N] int64 → [N, D] float32 unit-norm pin embeddings."""
     model.eval().to(device)
     out = np.empty((len(content), model.config.out_dim), dtype=np.float32)
     for i in range(0, len(content), batch_size):
         chunk = torch.from_numpy(np.ascontiguousarray(content[i : i + batch_size])).to(device)
-        out[i : i + batch_size] = model.pin_tower(chunk).float().cpu().numpy()
+        ids = torch.from_numpy(np.ascontiguousarray(pin_ids[i : i + batch_size])).to(device)
+        out[i : i + batch_size] = model.pin_tower(chunk, ids).float().cpu().numpy()
     return out

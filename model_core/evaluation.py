@@ -123,7 +123,7 @@ def evaluate(
     """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines."""
     es = eval_set
     topics = catalog.topics[es.index_rows]
-    pin_emb = embed_pins(model, catalog.embeddings, device=device)
+    pin_emb = embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
     user_emb = embed_users(model, es.history, catalog, device=device)
     results = {
         "pinnerformer": evaluate_retrieval(

@@ -8,7 +8,7 @@ positives they must predict:
 - sasrec:           every position i predicts the next positive after i;
 - all_action:       the latest position predicts up to `max_positives` positives sampled from the
                     K days after e;
-- dense_all_action: up to `max_positives` random positions s_i each predict ONE random positive
+- dense_all_action: up to `dense_positions` random positions s_i each predict ONE random positive
                     from the K days after s_i.
 
 A label is always a positive action strictly later in time than the position that predicts it and
@@ -41,7 +41,8 @@ class SamplerConfig:
     window_days: float = 28.0  # K for training labels (§3.4: 28 days; evaluation uses 14)
     sequence_fraction: float = 0.25  # share of a user's possible sequences drawn per epoch
     max_sequences_per_user: int = 8  # caps heavy users so they do not dominate an epoch
-    max_positives: int = 32  # all_action: positives per sequence; dense: sampled positions
+    max_positives: int = 32  # all_action: positives per sequence (§3.4: 32)
+    dense_positions: int = 8  # dense_all_action: positions per window; each costs a softmax row
 
     def __post_init__(self) -> None:
         assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"
@@ -174,7 +175,7 @@ class SequenceSampler:
                 # Random eligible positions: rank random keys, keep the first max_positives.
                 keys = np.where(has_label, rng.random(has_label.shape), np.inf)
                 rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-                has_label &= rank < self.config.max_positives
+                has_label &= rank < self.config.dense_positions
             b, pos = np.nonzero(has_label)
             r = rows[b, pos]
             if objective == "sasrec":

@@ -146,7 +146,7 @@ def train(
         g = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * world + rank)
         rand_rows = torch.randint(n_corpus, (n_random,), generator=g).to(device)
         pin_row = batch.pin_row.to(device)
-        item_content = catalog_emb[torch.cat([pin_row, rand_rows])]
+        item_rows = torch.cat([pin_row, rand_rows])
         n_pos = len(pin_row)
         in_batch_size = min(loss_cfg.in_batch_cap, n_pos * world)
         pos_log_q = torch.from_numpy(
@@ -154,7 +154,11 @@ def train(
         ).to(device)
         with amp:
             user_emb, item_emb = ddp_model(
-                seq, batch.pair_b.to(device), batch.pair_pos.to(device), item_content
+                seq,
+                batch.pair_b.to(device),
+                batch.pair_pos.to(device),
+                catalog_emb[item_rows],
+                catalog_ids[item_rows],
             )
         temperature = raw_model.temperature(loss_cfg.min_temperature)
         positives = Candidates(

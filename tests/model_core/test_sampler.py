@@ -19,7 +19,9 @@ K_DAYS = 3.0
 def sampler(
     request: pytest.FixtureRequest, tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> SequenceSampler:
-    cfg = SamplerConfig(objective=request.param, max_len=16, window_days=K_DAYS, max_positives=5)
+    cfg = SamplerConfig(
+        objective=request.param, max_len=16, window_days=K_DAYS, max_positives=5, dense_positions=5
+    )
     return SequenceSampler(tiny_timelines, tiny_catalog, cfg, seed=3)
 
 

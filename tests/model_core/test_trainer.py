@@ -58,7 +58,7 @@ def held_out_loss(model: PinnerFormer, sampler: SequenceSampler, cfg: RecipeConf
         for step in range(10_000, 10_004):
             b = sampler.batch(step, 64)
             content = torch.from_numpy(sampler.catalog.embeddings)[b.pin_row]
-            u, p = model(b.seq, b.pair_b, b.pair_pos, content)
+            u, p = model(b.seq, b.pair_b, b.pair_pos, content, b.pin_id)
             log_q = torch.from_numpy(sketch.inclusion_log_prob(b.pin_id.numpy(), len(b.pin_id)))
             total += float(
                 sampled_softmax_loss(
