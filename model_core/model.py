@@ -35,8 +35,8 @@ class ModelConfig:
     out_dim: int = 64  # D; 256 in the paper
     dropout: float = 0.0  # the paper's data volume needs none; on CPU it costs ~1.7x per step
     pin_hidden: int = 256  # width of the pin tower's hidden layer
-    # Beyond the paper: > 0 adds a learnable embedding of the hashed pin id to the pin tower, so it
-    # can learn what content alone does not show (e.g. popularity). 0 = the paper's content-only tower.
+    # Beyond the paper: > 0 adds a learnable embedding of the hashed pin id to the pin tower so it
+    # can learn what content alone does not show (e.g. popularity); 0 = the paper's tower.
     pin_id_buckets: int = 0
     init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
 

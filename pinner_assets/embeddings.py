@@ -1,0 +1,294 @@
+"""user_embeddings (daily, merged over the previous day), pin_embeddings and pin_index."""
+
+import datetime
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from dagster_duckdb import DuckDBResource
+
+from model_core.embed import embed_pins, embed_users
+from model_core.model import PinnerFormer
+from model_core.timelines import PinCatalog
+from pinner_assets.automation import DAILY_EAGER, EMBEDDINGS_EAGER
+from pinner_assets.partitions import daily_partitions
+from pinner_assets.resources import ComputeResource, PinnerStorage
+from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
+from pinner_assets.training import load_latest_model
+from pinner_assets.vectors import build_hnsw, hnsw_recall, vector_column, write_lance_table
+from pinner_assets.warehouse import ensure_tables
+
+PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)
+
+
+def embedding_check(emb: np.ndarray) -> dg.AssetCheckResult:
+    norms = np.linalg.norm(emb, axis=1) if len(emb) else np.ones(0)
+    finite = bool(np.isfinite(emb).all())
+    unit = bool(np.allclose(norms, 1.0, atol=1e-3))
+    return dg.AssetCheckResult(
+        check_name="embeddings_valid",
+        passed=finite and unit,
+        metadata={
+            "finite": finite,
+            "min_norm": float(norms.min()) if len(norms) else 1.0,
+            "max_norm": float(norms.max()) if len(norms) else 1.0,
+        },
+    )
+
+
+def infer_day(
+    con: duckdb.DuckDBPyConnection,
+    model: PinnerFormer,
+    version: str,
+    catalog: PinCatalog,
+    day: datetime.date,
+    device: str,
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """New embeddings for the day's active users merged over the previous day's (paper Fig. 3).
+
+    A previous partition made by another model version is not comparable: re-infer every known
+    user from their last M actions. A missing previous partition (not the first) is an error.
+    """
+    prev_day = day - datetime.timedelta(days=1)
+    prev = con.execute(
+        "SELECT model_version FROM user_embedding_partitions WHERE as_of = ?", [prev_day]
+    ).fetchone()
+    if prev is None and day.isoformat() != daily_partitions.get_first_partition_key():
+        raise dg.Failure(
+            f"user_embeddings[{prev_day}] is missing, so user_embeddings[{day}] cannot merge over "
+            f"it. Materialise {prev_day} first (or backfill the range up to {day} in one run).",
+        )
+    n_raw = con.execute("SELECT count(*) FROM raw_actions WHERE event_date = ?", [day]).fetchone()
+    n_tl = con.execute("SELECT count(*) FROM user_timelines WHERE as_of = ?", [day]).fetchone()
+    if n_raw and n_raw[0] > 0 and n_tl is not None and n_tl[0] == 0:
+        raise dg.Failure(f"user_timelines[{day}] is missing while raw_actions[{day}] has rows")
+    full = prev is not None and prev[0] != version
+    if full:
+        users = (
+            f"SELECT user_id FROM user_embeddings WHERE as_of = DATE '{prev_day}' UNION "
+            f"SELECT user_id FROM user_timelines WHERE as_of = DATE '{day}'"
+        )
+        rows = query_last_actions(con, day, users)
+    else:
+        rows = con.execute(
+            "SELECT * FROM user_timelines WHERE as_of = ? ORDER BY user_id", [day]
+        ).pl()
+    timelines = to_timelines(rows, catalog)
+    emb = embed_users(model, timelines, catalog, device=device)
+    new = pl.DataFrame(
+        {
+            "as_of": [day] * timelines.n_users,
+            "user_id": timelines.user_ids,
+            "embedding": list(emb),
+            "model_version": [version] * timelines.n_users,
+            "updated_on": [day] * timelines.n_users,
+        },
+        schema={
+            "as_of": pl.Date,
+            "user_id": pl.Int64,
+            "embedding": pl.List(pl.Float32),
+            "model_version": pl.Utf8,
+            "updated_on": pl.Date,
+        },
+    )
+    kept = pl.DataFrame(schema=new.schema)
+    if prev is not None:
+        con.register("_new_users", new.select("user_id").to_arrow())
+        kept = (
+            con.execute(
+                "SELECT ?::DATE AS as_of, user_id, embedding, model_version, updated_on "
+                "FROM user_embeddings WHERE as_of = ? "
+                "AND user_id NOT IN (SELECT user_id FROM _new_users)",
+                [day, prev_day],
+            )
+            .pl()
+            .cast(new.schema)
+        )  # type: ignore[arg-type]
+        con.unregister("_new_users")
+    merged = pl.concat([new, kept]).sort("user_id")
+    stats = {"n_users": merged.height, "n_inferred": new.height, "full_reinference": full}
+    return merged, stats
+
+
+def write_partition(
+    con: duckdb.DuckDBPyConnection,
+    day: datetime.date,
+    merged: pl.DataFrame,
+    version: str,
+    stats: dict[str, object],
+) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM user_embeddings WHERE as_of = ?", [day])
+        con.execute("DELETE FROM user_embedding_partitions WHERE as_of = ?", [day])
+        con.register("_merged", merged.to_arrow())
+        con.execute("INSERT INTO user_embeddings SELECT * FROM _merged")
+        con.unregister("_merged")
+        con.execute(
+            "INSERT INTO user_embedding_partitions VALUES (?, ?, ?, ?, ?)",
+            [day, version, stats["n_users"], stats["n_inferred"], stats["full_reinference"]],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[
+        "user_timelines",
+        "trained_model",
+        dg.AssetDep("user_embeddings", partition_mapping=PREVIOUS_DAY),
+    ],
+    pool="duckdb",
+    group_name="serving",
+    automation_condition=EMBEDDINGS_EAGER,
+    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="user_embeddings", blocking=True)],
+)
+def user_embeddings(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    storage: PinnerStorage,
+    compute: ComputeResource,
+) -> dg.MaterializeResult:
+    """Every known user's embedding as of the day: the day's active users re-inferred, everyone
+    else carried over from the previous day. Ranges run in order in one run."""
+    from model_core.trainer import resolve_device
+
+    model, version = load_latest_model(storage)
+    device = str(resolve_device(compute.device))
+    per_day = []
+    with duckdb.get_connection() as con:
+        ensure_tables(con)
+        catalog = load_catalog(con)
+        for key in context.partition_keys:
+            day = datetime.date.fromisoformat(key)
+            merged, stats = infer_day(con, model, version, catalog, day, device)
+            write_partition(con, day, merged, version, stats)
+            per_day.append({"day": key, **stats})
+            context.log.info(f"user_embeddings[{key}]: {stats}")
+        latest = con.execute("SELECT max(as_of) FROM user_embedding_partitions").fetchone()
+        check_emb = np.asarray(merged["embedding"].to_list(), dtype=np.float32).reshape(
+            merged.height, -1
+        )
+        if latest is not None and latest[0] == day:
+            publish_users(storage, merged)
+    last = per_day[-1]
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "users": last["n_users"],
+            "inferred_users": last["n_inferred"],
+            "full_reinference": bool(last["full_reinference"]),
+            "days": len(per_day),
+        },
+        check_results=[embedding_check(check_emb)],
+    )
+
+
+def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
+    """The latest merged partition → LanceDB `user_embeddings` (what notebooks query)."""
+    emb = np.asarray(merged["embedding"].to_list(), dtype=np.float32).reshape(merged.height, -1)
+    write_lance_table(
+        storage.lancedb_uri,
+        "user_embeddings",
+        {
+            "user_id": pa.array(merged["user_id"].to_numpy(), pa.int64()),
+            "vector": vector_column(emb),
+            "model_version": pa.array(merged["model_version"].to_list(), pa.string()),
+            "as_of": pa.array(merged["as_of"].to_list(), pa.date32()),
+            "updated_on": pa.array(merged["updated_on"].to_list(), pa.date32()),
+        },
+        index=False,
+    )
+
+
+@dg.asset(
+    deps=["trained_model", "pin_features"],
+    pool="duckdb",
+    group_name="serving",
+    automation_condition=DAILY_EAGER,
+    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="pin_embeddings", blocking=True)],
+)
+def pin_embeddings(
+    duckdb: DuckDBResource, storage: PinnerStorage, compute: ComputeResource
+) -> dg.MaterializeResult:
+    """The pin tower over every pin, recomputed from scratch (cheap MLP)."""
+    from model_core.trainer import resolve_device
+
+    model, version = load_latest_model(storage)
+    with duckdb.get_connection() as con:
+        catalog = load_catalog(con)
+        emb = embed_pins(
+            model, catalog.embeddings, catalog.pin_ids, device=str(resolve_device(compute.device))
+        )
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        df = pl.DataFrame(
+            {
+                "pin_id": catalog.pin_ids,
+                "embedding": list(emb),
+                "topic": catalog.topics,
+                "model_version": [version] * len(emb),
+                "as_of": [today] * len(emb),
+            }
+        )
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DROP TABLE IF EXISTS pin_embeddings")
+        con.register("_pins", df.to_arrow())
+        con.execute(
+            f"CREATE TABLE pin_embeddings AS SELECT pin_id, embedding::FLOAT[{emb.shape[1]}] "
+            "AS embedding, topic, model_version, as_of FROM _pins"
+        )
+        con.execute("COMMIT")
+    return dg.MaterializeResult(
+        metadata={"pins": len(emb), "model_version": version},
+        check_results=[embedding_check(emb)],
+    )
+
+
+def load_pin_embeddings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return con.execute(
+        "SELECT pin_id, embedding, topic, model_version FROM pin_embeddings ORDER BY pin_id"
+    ).pl()
+
+
+@dg.asset(deps=["pin_embeddings"], group_name="serving", automation_condition=DAILY_EAGER)
+def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeResult:
+    """hnswlib HNSW graph file + LanceDB `pin_embeddings` table with its own ANN index."""
+    with duckdb.get_connection() as con:
+        df = load_pin_embeddings(con)
+    emb = np.asarray(df["embedding"].to_list(), dtype=np.float32)
+    ids = df["pin_id"].to_numpy().astype(np.int64)
+    version = df["model_version"][0]
+    path = storage.path("index", f"pins_{version}.hnsw")
+    index = build_hnsw(emb, ids, path)
+    rng = np.random.default_rng(0)
+    queries = emb[rng.choice(len(emb), size=min(200, len(emb)), replace=False)]
+    recall = hnsw_recall(index, emb, ids, queries)
+    table = write_lance_table(
+        storage.lancedb_uri,
+        "pin_embeddings",
+        {
+            "pin_id": pa.array(ids, pa.int64()),
+            "vector": vector_column(emb),
+            "topic": pa.array(df["topic"].to_numpy(), pa.int32()),
+            "model_version": pa.array(df["model_version"].to_list(), pa.string()),
+        },
+        index=True,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "pins": len(emb),
+            "hnsw_path": dg.MetadataValue.path(str(path)),
+            "hnsw_recall_at_10_vs_exact": recall,
+            "lancedb_uri": storage.lancedb_uri,
+            "lancedb_rows": table.count_rows(),
+            "model_version": version,
+        }
+    )

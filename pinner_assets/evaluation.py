@@ -1,0 +1,172 @@
+"""evaluation_report (daily): the paper's metrics on held-out users with the SERVED embeddings.
+
+For partition D the split time is the end of D: held-out users (disjoint from training, §4.1)
+are represented by their user_embeddings[D] row — exactly what the daily batch published — and
+their positives are their positive engagements in (D, D + 14 days]. Days whose future is not in
+the warehouse yet report what is there (`horizon_days_available`), or nulls when nothing is.
+"""
+
+import datetime
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from model_core.evaluation import is_eval_user, recent_mean
+from model_core.metrics import evaluate_retrieval
+from model_core.timelines import PinCatalog, PositiveRule
+from pinner_assets.automation import EMBEDDINGS_EAGER
+from pinner_assets.embeddings import load_pin_embeddings
+from pinner_assets.partitions import daily_partitions
+from pinner_assets.report import write_evaluation_report
+from pinner_assets.resources import EvaluationSplit, PinnerStorage
+from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
+from pinner_assets.training import load_latest_model
+
+METRIC_KEYS = ("recall_at_10", "p90_coverage_at_10", "interest_entropy_at_50")
+
+
+def _embeddings(con: duckdb.DuckDBPyConnection, day: datetime.date) -> pl.DataFrame:
+    return con.execute(
+        "SELECT user_id, embedding FROM user_embeddings WHERE as_of = ? ORDER BY user_id", [day]
+    ).pl()
+
+
+def _matrix(df: pl.DataFrame) -> np.ndarray:
+    return np.asarray(df["embedding"].to_list(), dtype=np.float32).reshape(df.height, -1)
+
+
+def future_positives(
+    con: duckdb.DuckDBPyConnection, day: datetime.date, horizon: int, users: np.ndarray
+) -> tuple[pl.DataFrame, int]:
+    """Positive engagements of `users` in (day, day + horizon]; and how many days are stored."""
+    end = day + datetime.timedelta(days=horizon)
+    con.register("_eval_users", pl.DataFrame({"user_id": users}).to_arrow())
+    rows = con.execute(
+        "SELECT user_id, pin_id, action_type, surface, duration_s FROM raw_actions "
+        "WHERE event_date > ? AND event_date <= ? "
+        "AND user_id IN (SELECT user_id FROM _eval_users)",
+        [day, end],
+    ).pl()
+    con.unregister("_eval_users")
+    n_days = con.execute(
+        "SELECT count(DISTINCT event_date) FROM raw_actions "
+        "WHERE event_date > ? AND event_date <= ?",
+        [day, end],
+    ).fetchone()
+    mask = PositiveRule().mask(
+        rows["action_type"].to_numpy().astype(str),
+        rows["surface"].to_numpy().astype(str),
+        rows["duration_s"].to_numpy(),
+    )
+    return rows.filter(pl.Series(mask)), int(n_days[0]) if n_days else 0
+
+
+def score_day(
+    con: duckdb.DuckDBPyConnection, day: datetime.date, split: EvaluationSplit, max_len: int
+) -> dict[str, object]:
+    users = _embeddings(con, day)
+    held = users.filter(pl.Series(is_eval_user(users["user_id"].to_numpy(), split.eval_fraction)))
+    positives, n_days = future_positives(con, day, split.horizon_days, held["user_id"].to_numpy())
+    pins = load_pin_embeddings(con)
+    catalog: PinCatalog = load_catalog(con)
+    out: dict[str, object] = {"horizon_days_available": n_days}
+    rows = catalog.rows(positives["pin_id"].to_numpy())
+    positives = positives.filter(pl.Series(rows >= 0))
+    rows = rows[rows >= 0]
+    if positives.height == 0:
+        return {**out, "eval_users": 0, "index_size": 0, "pinnerformer": None, "baselines": None}
+    rng = np.random.default_rng([0, day.toordinal()])
+    index = np.sort(rng.choice(len(catalog), min(split.index_size, len(catalog)), replace=False))
+    topics = catalog.topics[index]
+    # Only users with at least one positive count (§4.1): map positives onto user rows.
+    eval_ids = np.unique(positives["user_id"].to_numpy())
+    held = held.filter(pl.col("user_id").is_in(eval_ids))
+    pos_user = np.searchsorted(held["user_id"].to_numpy(), positives["user_id"].to_numpy())
+    pin_emb = _matrix(pins)
+    pf = evaluate_retrieval(_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics)
+
+    pop_counts = con.execute(
+        "SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
+        "AND surface = 'home_feed' AND (action_type = 'repin' OR "
+        "(action_type IN ('closeup', 'click') AND duration_s > 10)) GROUP BY pin_id",
+        [day],
+    ).pl()
+    pop = np.zeros(len(catalog), dtype=np.float32)
+    known = catalog.rows(pop_counts["pin_id"].to_numpy())
+    pop[known[known >= 0]] = np.log1p(pop_counts["n"].to_numpy()[known >= 0])
+    ones = np.ones((held.height, 1), dtype=np.float32)
+    popularity = evaluate_retrieval(ones, pos_user, pop[rows, None], pop[index, None], topics)
+
+    con.register("_held", held.select("user_id").to_arrow())
+    history = to_timelines(query_last_actions(con, day, "SELECT user_id FROM _held"), catalog)
+    con.unregister("_held")
+    content = catalog.embeddings / np.linalg.norm(catalog.embeddings, axis=1, keepdims=True)
+    rm_users = recent_mean(history, catalog, max_len)
+    # history may lack a user whose actions are all unknown pins: align by id, zeros otherwise.
+    aligned = np.zeros((held.height, content.shape[1]), dtype=np.float32)
+    aligned[np.searchsorted(held["user_id"].to_numpy(), history.user_ids)] = rm_users
+    recent = evaluate_retrieval(aligned, pos_user, content[rows], content[index], topics)
+
+    def keys(m: object) -> dict[str, float]:
+        d = m.as_dict()  # type: ignore[attr-defined]
+        return {k: float(d[k]) for k in METRIC_KEYS}
+
+    return {
+        **out,
+        "eval_users": pf.n_users,
+        "eval_positives": pf.n_positives,
+        "index_size": pf.index_size,
+        "pinnerformer": keys(pf),
+        "baselines": {"popularity": keys(popularity), "recent_mean": keys(recent)},
+    }
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["user_embeddings", "pin_embeddings", "trained_model"],
+    group_name="evaluation",
+    automation_condition=EMBEDDINGS_EAGER,
+)
+def evaluation_report(
+    context: dg.AssetExecutionContext,
+    duckdb: DuckDBResource,
+    storage: PinnerStorage,
+    split: EvaluationSplit,
+) -> dg.MaterializeResult:
+    """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines, an
+    Evidently HTML report (today's vs yesterday's user-embedding drift, the metric table, the
+    training curve): reports/<day>/metrics.json and report.html."""
+    model, version = load_latest_model(storage)
+    headline: dict[str, object] = {}
+    for key in context.partition_keys:
+        day = datetime.date.fromisoformat(key)
+        with duckdb.get_connection() as con:
+            metrics = score_day(con, day, split, model.config.max_len)
+            today = _matrix(_embeddings(con, day))
+            yesterday_df = _embeddings(con, day - datetime.timedelta(days=1))
+        payload = {"as_of": key, "model_version": version, **metrics}
+        paths = write_evaluation_report(
+            storage.path("reports", key, "metrics.json").parent,
+            payload,
+            today,
+            _matrix(yesterday_df) if yesterday_df.height else None,
+        )
+        headline = {"as_of": key, **metrics, "report": str(paths.html)}
+        context.log.info(f"evaluation_report[{key}]: {metrics}")
+    pf = headline.get("pinnerformer") or {}
+    base = headline.get("baselines") or {}
+    meta: dict[str, object] = {
+        "eval_users": headline.get("eval_users", 0),
+        "horizon_days_available": headline.get("horizon_days_available", 0),
+        "report": dg.MetadataValue.path(str(headline.get("report", ""))),
+    }
+    if isinstance(pf, dict):
+        meta.update({f"pinnerformer/{k}": v for k, v in pf.items()})
+    if isinstance(base, dict):
+        for name, vals in base.items():
+            meta.update({f"{name}/{k}": v for k, v in vals.items()})
+    return dg.MaterializeResult(metadata=meta)  # type: ignore[arg-type]

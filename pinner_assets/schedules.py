@@ -1,0 +1,33 @@
+"""The daily job and its schedule: each night, the day that just ended, end to end."""
+
+import dagster as dg
+
+daily_pipeline_job = dg.define_asset_job(
+    "daily_pipeline_job",
+    selection=dg.AssetSelection.assets(
+        "raw_actions", "user_timelines", "user_embeddings", "evaluation_report"
+    ),
+    description="Ingest a day, rebuild its timelines, infer and merge embeddings, report.",
+)
+
+# 01:30 UTC targets the previous (complete) day's partition.
+daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
+    daily_pipeline_job,
+    hour_of_day=1,
+    minute_of_hour=30,
+    name="daily_pipeline_schedule",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.assets(
+        "pin_features",
+        "training_timelines",
+        "count_min_sketch",
+        "trained_model",
+        "pin_embeddings",
+        "pin_index",
+    ),
+    description="(Re)train the model and rebuild the pin side. Launched on purpose, not daily.",
+)

@@ -1,0 +1,136 @@
+"""user_timelines (daily) and training_timelines: one row per user, built by DuckDB SQL."""
+
+import datetime
+
+import dagster as dg
+import duckdb
+import numpy as np
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from model_core.features import FeatureConfig
+from model_core.timelines import PinCatalog, Timelines
+from pinner_assets.automation import DAILY_EAGER
+from pinner_assets.partitions import daily_partitions
+from pinner_assets.resources import EvaluationSplit
+from pinner_assets.warehouse import replace_day
+
+VOCAB = FeatureConfig()
+MAX_LEN = 64  # M: the model's window; timelines keep exactly what inference reads
+
+
+def last_actions_sql(users: str) -> str:
+    """Per user in the `users` sub-query: their last $max_len in-vocabulary actions up to $day.
+
+    Out-of-vocabulary rows are dropped here (the paper drops them) so the window is full.
+    """
+    return f"""
+        WITH ranked AS (
+            SELECT a.*, row_number() OVER (
+                PARTITION BY a.user_id ORDER BY a.ts DESC, a.pin_id DESC, a.action_type DESC
+            ) AS rn
+            FROM raw_actions a
+            WHERE a.event_date <= $day AND a.user_id IN ({users})
+              AND list_contains($action_types, a.action_type)
+              AND list_contains($surfaces, a.surface)
+        )
+        SELECT $day AS as_of, user_id,
+               list(ts ORDER BY rn DESC) AS ts, list(pin_id ORDER BY rn DESC) AS pin_id,
+               list(action_type ORDER BY rn DESC) AS action_type,
+               list(surface ORDER BY rn DESC) AS surface,
+               list(duration_s ORDER BY rn DESC) AS duration_s
+        FROM ranked WHERE rn <= $max_len GROUP BY user_id ORDER BY user_id"""
+
+
+def query_last_actions(
+    con: duckdb.DuckDBPyConnection, day: datetime.date, users: str, max_len: int = MAX_LEN
+) -> pl.DataFrame:
+    return con.execute(
+        last_actions_sql(users),
+        {
+            "day": day,
+            "max_len": max_len,
+            "action_types": list(VOCAB.action_types),
+            "surfaces": list(VOCAB.surfaces),
+        },
+    ).pl()
+
+
+def explode(rows: pl.DataFrame) -> pl.DataFrame:
+    """One-row-per-user list columns → one row per action (the contract's columns)."""
+    cols = ["ts", "pin_id", "action_type", "surface", "duration_s"]
+    flat = rows.select("user_id", *cols).explode(cols)
+    return flat.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+
+
+def load_catalog(con: duckdb.DuckDBPyConnection) -> PinCatalog:
+    df = con.execute("SELECT pin_id, embedding, topic FROM pin_features ORDER BY pin_id").pl()
+    return PinCatalog.from_frame(df)
+
+
+def to_timelines(rows: pl.DataFrame, catalog: PinCatalog) -> Timelines:
+    content_dim = int(catalog.embeddings.shape[1])
+    timelines, _ = Timelines.from_actions(
+        explode(rows), catalog, FeatureConfig(content_dim=content_dim)
+    )
+    return timelines
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["raw_actions"],
+    pool="duckdb",
+    group_name="timelines",
+    automation_condition=DAILY_EAGER,
+)
+def user_timelines(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """For the users active on the day: their last M actions up to the end of the day."""
+    counts = []
+    with duckdb.get_connection() as con:
+        for key in context.partition_keys:
+            day = datetime.date.fromisoformat(key)
+            active = f"SELECT DISTINCT user_id FROM raw_actions WHERE event_date = DATE '{day}'"
+            rows = query_last_actions(con, day, active)
+            replace_day(con, "user_timelines", "as_of", day, rows)
+            counts.append(rows.height)
+    return dg.MaterializeResult(
+        metadata={"active_users": counts[-1] if counts else 0, "days": len(counts)}
+    )
+
+
+@dg.asset(deps=["raw_actions"], pool="duckdb", group_name="training")
+def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    """One row per TRAINING user (held-out users excluded): their whole timeline up to
+    train_end_date. Training examples are sampled from it on the fly (paper §3.5)."""
+    from model_core.evaluation import is_eval_user
+
+    end = split.train_end
+    with duckdb.get_connection() as con:
+        users = (
+            con.execute(
+                "SELECT DISTINCT user_id FROM raw_actions WHERE event_date <= ? ORDER BY 1", [end]
+            )
+            .pl()["user_id"]
+            .to_numpy()
+        )
+        train_users = users[~is_eval_user(users.astype(np.int64), split.eval_fraction)]
+        con.register("_train_users", pl.DataFrame({"user_id": train_users}).to_arrow())
+        rows = query_last_actions(con, end, "SELECT user_id FROM _train_users", max_len=1_000_000)
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DROP TABLE IF EXISTS training_timelines")
+        con.register("_rows", rows.drop("as_of").to_arrow())
+        con.execute("CREATE TABLE training_timelines AS SELECT * FROM _rows")
+        con.execute("COMMIT")
+    lengths = rows["ts"].list.len()
+    return dg.MaterializeResult(
+        metadata={
+            "train_users": rows.height,
+            "held_out_users": int(len(users) - len(train_users)),
+            "actions": int(lengths.sum()),
+            "median_length": float(lengths.median() or 0),
+            "train_end_date": split.train_end_date,
+        }
+    )

@@ -1,0 +1,197 @@
+"""count_min_sketch and trained_model: the training half of the graph (thin wrappers)."""
+
+import datetime
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import torch
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from model_core.features import FeatureConfig
+from model_core.loss import LossConfig
+from model_core.model import ModelConfig, PinnerFormer
+from model_core.recipe import RecipeConfig, fit
+from model_core.sampler import SamplerConfig
+from model_core.sketch import CountMinSketch
+from model_core.trainer import TrainConfig, resolve_device, save_checkpoint
+from pinner_assets.resources import ComputeResource, PinnerStorage
+from pinner_assets.timelines import MAX_LEN, load_catalog, to_timelines
+
+# Kubernetes: the training step asks for a GPU node (applies with the k8s_job_executor).
+GPU_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                "limits": {"memory": "32Gi", "nvidia.com/gpu": "1"},
+            }
+        },
+        "pod_spec_config": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        },
+    }
+}
+SKETCH_FILE = ("sketch", "count_min_sketch.npz")
+LATEST_MODEL = ("models", "latest.json")
+
+
+def load_training_timelines(duckdb: DuckDBResource):  # -> (Timelines, PinCatalog)
+    with duckdb.get_connection() as con:
+        catalog = load_catalog(con)
+        rows = con.execute("SELECT * FROM training_timelines ORDER BY user_id").pl()
+    return to_timelines(rows, catalog), catalog
+
+
+class SketchConfig(dg.Config):
+    width: int = Field(default=2**16, description="Counters per row; error ε = e / width.")
+    depth: int = Field(default=4, description="Rows; failure probability δ = exp(-depth).")
+
+
+@dg.asset(deps=["training_timelines", "pin_features"], group_name="training")
+def count_min_sketch(
+    config: SketchConfig, duckdb: DuckDBResource, storage: PinnerStorage
+) -> dg.MaterializeResult:
+    """Count-min sketch of positive-item frequency in the training data (feeds logQ)."""
+    timelines, _ = load_training_timelines(duckdb)
+    sketch = CountMinSketch(config.width, config.depth, seed=0)
+    sketch.add(timelines.pin_id[timelines.positive])
+    sketch.save(storage.path(*SKETCH_FILE))
+    return dg.MaterializeResult(
+        metadata={
+            "positives": sketch.total,
+            "width": config.width,
+            "depth": config.depth,
+            "error_bound": f"+{math.e / config.width * sketch.total:.1f} counts "
+            f"with probability {1 - math.exp(-config.depth):.3f}",
+            "path": dg.MetadataValue.path(str(storage.path(*SKETCH_FILE))),
+        }
+    )
+
+
+class ModelTraining(dg.Config):
+    """Run config of trained_model; converted to model_core dataclasses at the boundary."""
+
+    objective: Literal["next_action", "sasrec", "all_action", "dense_all_action"] = Field(
+        default="dense_all_action", description="Training objective (paper §3.4, Table 3)."
+    )
+    negatives: Literal["in_batch", "random", "mixed"] = Field(
+        default="mixed", description="Negative pool (paper §3.3, Table 4)."
+    )
+    logq: bool = Field(default=True, description="Apply the logQ correction to every logit.")
+    steps: int = Field(default=1000, description="Optimizer steps.")
+    batch_size: int = Field(default=128, description="Sequences per step per device.")
+    lr: float = Field(default=2e-3, description="Peak learning rate (warmup + cosine).")
+    hidden: int = Field(default=64, description="Transformer width H.")
+    n_layers: int = Field(default=2, description="Transformer blocks L.")
+    out_dim: int = Field(default=64, description="Embedding dimension D.")
+    window_days: float = Field(default=28.0, description="Label window K in days.")
+    seed: int = Field(default=0, description="Seed for init, sampling and negatives.")
+
+    def recipe(self, content_dim: int, device: str) -> RecipeConfig:
+        return RecipeConfig(
+            model=ModelConfig(
+                features=FeatureConfig(content_dim=content_dim),
+                max_len=MAX_LEN,
+                hidden=self.hidden,
+                n_layers=self.n_layers,
+                out_dim=self.out_dim,
+            ),
+            sampler=SamplerConfig(
+                objective=self.objective, max_len=MAX_LEN, window_days=self.window_days
+            ),
+            loss=LossConfig(negatives=self.negatives, logq=self.logq),
+            train=TrainConfig(
+                batch_size=self.batch_size,
+                steps=self.steps,
+                lr=self.lr,
+                seed=self.seed,
+                device=device,
+                log_every=max(1, self.steps // 20),
+            ),
+        )
+
+
+def model_version(model: PinnerFormer) -> str:
+    """Content hash of the weights: the same training run gives the same version."""
+    buf = io.BytesIO()
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
+    return "pf-" + hashlib.sha256(buf.getvalue()).hexdigest()[:12]
+
+
+@dg.asset(
+    deps=["training_timelines", "count_min_sketch", "pin_features"],
+    group_name="training",
+    pool="gpu",
+    op_tags=GPU_TAGS,
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: ModelTraining,
+    duckdb: DuckDBResource,
+    storage: PinnerStorage,
+    compute: ComputeResource,
+) -> dg.MaterializeResult:
+    """PinnerFormer trained on the training timelines; checkpoint + config + curves.
+
+    Runs on CUDA (bf16 autocast) when one is present, else the CPU. Writes
+    models/<version>/model.pt and points models/latest.json at it.
+    """
+    timelines, catalog = load_training_timelines(duckdb)
+    sketch = CountMinSketch.load(storage.path(*SKETCH_FILE))
+    device = str(resolve_device(compute.device))
+    recipe = config.recipe(int(catalog.embeddings.shape[1]), device)
+    fitted = fit(timelines, catalog, recipe, sketch=sketch)
+    model = fitted.model.cpu()
+    version = model_version(model)
+    ckpt = storage.path("models", version, "model.pt")
+    opt = torch.optim.AdamW(model.parameters())  # the checkpoint format carries an optimizer
+    save_checkpoint(ckpt, model, opt, fitted.result.steps, fitted.result.history)
+    latest = {
+        "version": version,
+        "path": str(ckpt),
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "config": config.model_dump(),
+        "device": fitted.result.device,
+    }
+    path = storage.path(*LATEST_MODEL)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(latest, indent=2))
+    tmp.replace(path)
+    history = fitted.result.history
+    curve = "\n".join(
+        ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
+        + [
+            f"| {r['step']:.0f} | {r['loss']:.4f} | {r['lr']:.2e} | {r['temperature']:.3f} "
+            f"| {r['sequences_per_s']:.0f} |"
+            for r in history
+        ]
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "device": fitted.result.device,
+            "train_users": fitted.n_train_users,
+            "sequences_per_epoch": fitted.n_sequences_per_epoch,
+            "final_loss": history[-1]["loss"] if history else float("nan"),
+            "sequences_per_s": fitted.result.sequences_per_s,
+            "training_curve": dg.MetadataValue.md(curve),
+            "checkpoint": dg.MetadataValue.path(str(ckpt)),
+        }
+    )
+
+
+def load_latest_model(storage: PinnerStorage) -> tuple[PinnerFormer, str]:
+    path: Path = storage.path(*LATEST_MODEL)
+    if not path.exists():
+        raise dg.Failure(f"no trained model: materialise trained_model first ({path} missing)")
+    latest = json.loads(path.read_text())
+    state = torch.load(latest["path"], map_location="cpu", weights_only=False)
+    model = PinnerFormer(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), latest["version"]

@@ -1,0 +1,98 @@
+"""A real Dagster instance, DuckDB file and LanceDB directory per test, on the tiny world."""
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from pinner_assets.definitions import ASSETS, build_definitions
+from pinner_assets.resources import ActionSource, ComputeResource, EvaluationSplit, PinnerStorage
+
+DAY0 = datetime.date(2026, 1, 1)
+TRAIN_END = "2026-01-05"
+# A few steps of a small model: behaviour, not quality, is under test here.
+TRAIN_CONFIG = {
+    "ops": {
+        "trained_model": {
+            "config": {"steps": 8, "batch_size": 32, "hidden": 32, "out_dim": 16, "n_layers": 1}
+        }
+    }
+}
+
+
+def day(i: int) -> str:
+    return (DAY0 + datetime.timedelta(days=i)).isoformat()
+
+
+def make_resources(data_dir: Path, source: ActionSource | None = None) -> dict[str, object]:
+    storage = PinnerStorage(data_dir=str(data_dir))
+    return {
+        "storage": storage,
+        "duckdb": DuckDBResource(database=storage.warehouse),
+        "source": source or ActionSource(world="tiny"),
+        "compute": ComputeResource(device="cpu"),
+        "split": EvaluationSplit(train_end_date=TRAIN_END, index_size=100_000),
+    }
+
+
+class Pipeline:
+    """Drives materialisations the way the UI, the schedule or a backfill would."""
+
+    def __init__(self, resources: dict[str, object], instance: dg.DagsterInstance) -> None:
+        self.resources = resources
+        self.instance = instance
+        self.defs = build_definitions(resources)
+
+    def run(
+        self,
+        selection: list[str],
+        first: str | None = None,
+        last: str | None = None,
+        run_config: dict | None = None,
+        raise_on_error: bool = True,
+    ) -> dg.ExecuteInProcessResult:
+        tags = {}
+        if first is not None:
+            tags = {
+                "dagster/asset_partition_range_start": first,
+                "dagster/asset_partition_range_end": last or first,
+            }
+        return dg.materialize(
+            ASSETS,
+            selection=selection,
+            resources=self.resources,
+            instance=self.instance,
+            tags=tags,
+            run_config=run_config or {},
+            raise_on_error=raise_on_error,
+        )
+
+    def warehouse(self):  # -> context manager of a DuckDB connection
+        """The pipeline's own DuckDB resource (same connection config as the assets)."""
+        return self.resources["duckdb"].get_connection()  # type: ignore[attr-defined]
+
+    def days(self, first: str, last: str) -> None:
+        self.run(["raw_actions", "user_timelines"], first, last)
+
+    def train(self, run_config: dict | None = None) -> None:
+        self.run(
+            [
+                "pin_features",
+                "training_timelines",
+                "count_min_sketch",
+                "trained_model",
+                "pin_embeddings",
+                "pin_index",
+            ],
+            run_config=run_config or TRAIN_CONFIG,
+        )
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield Pipeline(make_resources(tmp_path / "data"), instance)

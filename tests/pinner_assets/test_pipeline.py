@@ -1,0 +1,109 @@
+"""The daily pipeline end to end on a real instance: merge, first day, missing day, versions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.pinner_assets.conftest import Pipeline, day
+
+
+def embeddings(p: Pipeline, as_of: str) -> dict[int, tuple[np.ndarray, str, str]]:
+    with p.warehouse() as con:
+        rows = con.execute(
+            "SELECT user_id, embedding, model_version, updated_on::VARCHAR FROM user_embeddings "
+            "WHERE as_of = ?",
+            [as_of],
+        ).fetchall()
+    return {r[0]: (np.asarray(r[1], dtype=np.float32), r[2], r[3]) for r in rows}
+
+
+def active_users(p: Pipeline, on: str) -> set[int]:
+    with p.warehouse() as con:
+        rows = con.execute(
+            "SELECT DISTINCT user_id FROM raw_actions WHERE event_date = ?", [on]
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_daily_embeddings_merge_over_yesterday(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.days(day(0), day(5))
+    p.train()
+    # A backfill of a range runs the self-dependent chain in order, in ONE run.
+    result = p.run(["user_embeddings"], day(0), day(3))
+    partitions = [e.partition for e in result.get_asset_materialization_events()]
+    assert partitions == [day(0), day(1), day(2), day(3)]
+    first, second = embeddings(p, day(0)), embeddings(p, day(1))
+    assert set(first) == active_users(p, day(0))  # first partition: today's users only
+    active = active_users(p, day(1))
+    assert set(second) == set(first) | active
+    for uid, (emb, _version, updated) in second.items():
+        if uid in active:
+            assert updated == day(1)
+        else:  # inactive users keep exactly yesterday's embedding
+            np.testing.assert_array_equal(emb, first[uid][0])
+            assert updated == first[uid][2]
+        assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-4
+    assert {v for _, v, _ in second.values()} == {next(iter(first.values()))[1]}
+    # the chain advances by one day per partition
+    assert len(embeddings(p, day(3))) >= len(embeddings(p, day(2))) >= len(second)
+
+
+def test_missing_previous_partition_fails_loudly(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.days(day(0), day(3))
+    p.train()
+    p.run(["user_embeddings"], day(0))
+    result = p.run(["user_embeddings"], day(2), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"user_embeddings[{day(1)}] is missing" in str(failure.event_specific_data)
+    assert embeddings(p, day(2)) == {}  # nothing written
+
+
+def test_new_model_version_reinfers_every_user(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.days(day(0), day(3))
+    p.train()
+    p.run(["user_embeddings"], day(0), day(1))
+    old = embeddings(p, day(1))
+    old_version = next(iter(old.values()))[1]
+    retrain = {
+        "ops": {
+            "trained_model": {
+                "config": {
+                    **pytest.importorskip("tests.pinner_assets.conftest").TRAIN_CONFIG["ops"][
+                        "trained_model"
+                    ]["config"],
+                    "seed": 1,
+                }
+            }
+        }
+    }
+    p.train(retrain)
+    p.run(["user_embeddings"], day(2))
+    new = embeddings(p, day(2))
+    versions = {v for _, v, _ in new.values()}
+    assert len(versions) == 1
+    assert versions != {old_version}
+    assert set(old) <= set(new)
+    assert all(updated == day(2) for _, _, updated in new.values())
+
+
+def test_evaluation_report_writes_metrics_and_html(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.days(day(0), day(12))
+    p.train()
+    p.run(["user_embeddings"], day(0), day(5))
+    p.run(["evaluation_report"], day(4), day(5))
+    data_dir = p.resources["storage"].root  # type: ignore[attr-defined]
+    metrics = json.loads((data_dir / "reports" / day(5) / "metrics.json").read_text())
+    assert metrics["as_of"] == day(5)
+    assert metrics["eval_users"] > 0
+    assert metrics["horizon_days_available"] == 7
+    for block in (metrics["pinnerformer"], *metrics["baselines"].values()):
+        assert set(block) == {"recall_at_10", "p90_coverage_at_10", "interest_entropy_at_50"}
+        assert 0 <= block["recall_at_10"] <= 1
+    assert set(metrics["baselines"]) == {"popularity", "recent_mean"}
+    assert (data_dir / "reports" / day(5) / "report.html").stat().st_size > 0
