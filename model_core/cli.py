@@ -1,4 +1,9 @@
-"""`pinner`: the command line. `pinner demo` trains and evaluates on the synthetic world."""
+"""`pinner compare`: train and evaluate on the synthetic world with model_core alone.
+
+Trains the paper's model and (beyond the paper) one whose pin tower also learns hashed pin-id
+embeddings, then scores both and the baselines with the §4.1 protocol. No Dagster involved;
+`pinner demo` (pinner_assets.cli) runs the same recipe through the pipeline.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import polars as pl
 from model_core import synthetic
 from model_core.evaluation import evaluate, popularity_counts
 from model_core.features import FeatureConfig
+from model_core.metrics import RetrievalMetrics
 from model_core.model import ModelConfig
 from model_core.recipe import (
     RecipeConfig,
@@ -34,7 +40,7 @@ def data_dir() -> Path:
     return Path(os.environ.get("PINNER_DATA_DIR", "data")).resolve()
 
 
-def demo(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def compare(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     world = synthetic.WorldConfig.tiny() if args.quick else synthetic.WorldConfig()
     t0 = time.perf_counter()
     actions = pl.concat(list(synthetic.generate_range(world, world.dates[0], world.dates[-1])))
@@ -52,16 +58,29 @@ def demo(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     )
     steps = args.steps or (200 if args.quick else 1000)
     cfg = RecipeConfig(
-        model=ModelConfig(features=features, pin_id_buckets=args.pin_id_buckets),
+        model=ModelConfig(features=features),
         sampler=SamplerConfig(objective=args.objective),
-        train=TrainConfig(steps=steps, log_every=max(1, steps // 15)),
+        train=TrainConfig(steps=steps, log_every=max(1, steps // 10)),
     )
     split_ts = split_timestamp(world.dates[-1], cfg.eval.horizon_days)
     train_tl = training_timelines(timelines, split_ts, cfg)
-    out_dir = data_dir() / "demo"
-    fitted = fit(train_tl, catalog, cfg, checkpoint_path=None)
+    out_dir = data_dir() / "compare"
     eval_set = eval_set_for(timelines, catalog, split_ts, cfg)
-    results = evaluate(fitted.model, eval_set, catalog, popularity_counts(train_tl, len(catalog)))
+    popularity = popularity_counts(train_tl, len(catalog))
+    # The paper's content-only pin tower, then (beyond the paper) one with learnable pin ids.
+    variants = {"pinnerformer": 0, "pinnerformer+ids": args.pin_id_buckets}
+    results: dict[str, RetrievalMetrics] = {}
+    for name, buckets in variants.items():
+        if name != "pinnerformer" and buckets == 0:
+            continue
+        variant = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, pin_id_buckets=buckets)
+        )
+        log.info("training %s (%d steps)", name, steps)
+        fitted = fit(train_tl, catalog, variant, checkpoint_path=None)
+        scored = evaluate(fitted.model, eval_set, catalog, popularity)
+        results[name] = scored.pop("pinnerformer")
+        results.update(scored)
     table = {name: m.as_dict() for name, m in results.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(
@@ -94,10 +113,7 @@ def demo(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return table
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pinner", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train + evaluate on the synthetic world")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="test-sized world, a few seconds")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps")
     p.add_argument(
@@ -108,14 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--pin-id-buckets",
         type=int,
-        default=0,
-        help="beyond the paper: learnable hashed pin-id embeddings in the pin tower (0 = off)",
+        default=65_536,
+        help="beyond the paper: also train a model whose pin tower adds learnable hashed pin-id "
+        "embeddings (this many buckets; 0 = skip it)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.command == "demo":
-        demo(args)
-
-
-if __name__ == "__main__":
-    main()

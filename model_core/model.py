@@ -126,19 +126,22 @@ class PinTower(nn.Module):
 
     def __init__(self, content_dim: int, hidden: int, out_dim: int, id_buckets: int = 0) -> None:
         super().__init__()
-        self.inp = nn.Linear(content_dim, hidden)
-        self.id_emb = nn.Embedding(id_buckets, hidden) if id_buckets > 0 else None
+        self.mlp = nn.Sequential(
+            nn.Linear(content_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+        )
+        # [buckets, D]: added to the MLP output, so a pin can move away from what its content
+        # alone says; zero-initialised so training starts from the content-only tower.
+        self.id_emb = nn.Embedding(id_buckets, out_dim) if id_buckets > 0 else None
         if self.id_emb is not None:
-            nn.init.zeros_(self.id_emb.weight)  # start as the content-only tower
-        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(hidden, out_dim))
+            nn.init.zeros_(self.id_emb.weight)
 
     def forward(self, content: torch.Tensor, pin_ids: torch.Tensor | None = None) -> torch.Tensor:
         assert content.dim() == 2, f"content must be [N, C], got {tuple(content.shape)}"
-        h = self.inp(content)  # (N, hidden)
+        h = self.mlp(content)  # (N, D)
         if self.id_emb is not None:
             assert pin_ids is not None, "this pin tower embeds pin ids: pass pin_ids"
             h = h + self.id_emb(hash_bucket(pin_ids, self.id_emb.num_embeddings))
-        return F.normalize(self.mlp(h).float(), dim=-1)
+        return F.normalize(h.float(), dim=-1)
 
 
 def hash_bucket(ids: torch.Tensor, buckets: int) -> torch.Tensor:

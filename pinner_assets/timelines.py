@@ -17,10 +17,18 @@ from pinner_assets.warehouse import replace_day
 
 VOCAB = FeatureConfig()
 MAX_LEN = 64  # M: the model's window; timelines keep exactly what inference reads
+# How far back a timeline looks. It is also the declared lineage (user_timelines[D] reads
+# raw_actions[D - LOOKBACK_DAYS + 1 .. D]), so repairing an old day recomputes exactly the
+# timelines that read it. Eight weeks covers the last M actions of all but the sparsest users.
+LOOKBACK_DAYS = 56
+LOOKBACK = dg.TimeWindowPartitionMapping(
+    start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+)
 
 
 def last_actions_sql(users: str) -> str:
-    """Per user in the `users` sub-query: their last $max_len in-vocabulary actions up to $day.
+    """Per user in the `users` sub-query: their last $max_len in-vocabulary actions in the
+    LOOKBACK_DAYS days up to $day.
 
     Out-of-vocabulary rows are dropped here (the paper drops them) so the window is full.
     """
@@ -30,7 +38,8 @@ def last_actions_sql(users: str) -> str:
                 PARTITION BY a.user_id ORDER BY a.ts DESC, a.pin_id DESC, a.action_type DESC
             ) AS rn
             FROM raw_actions a
-            WHERE a.event_date <= $day AND a.user_id IN ({users})
+            WHERE a.event_date <= $day AND a.event_date > $day - $lookback
+              AND a.user_id IN ({users})
               AND list_contains($action_types, a.action_type)
               AND list_contains($surfaces, a.surface)
         )
@@ -43,13 +52,18 @@ def last_actions_sql(users: str) -> str:
 
 
 def query_last_actions(
-    con: duckdb.DuckDBPyConnection, day: datetime.date, users: str, max_len: int = MAX_LEN
+    con: duckdb.DuckDBPyConnection,
+    day: datetime.date,
+    users: str,
+    max_len: int = MAX_LEN,
+    lookback: int = LOOKBACK_DAYS,
 ) -> pl.DataFrame:
     return con.execute(
         last_actions_sql(users),
         {
             "day": day,
             "max_len": max_len,
+            "lookback": lookback,
             "action_types": list(VOCAB.action_types),
             "surfaces": list(VOCAB.surfaces),
         },
@@ -79,7 +93,7 @@ def to_timelines(rows: pl.DataFrame, catalog: PinCatalog) -> Timelines:
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["raw_actions"],
+    deps=[dg.AssetDep("raw_actions", partition_mapping=LOOKBACK)],
     pool="duckdb",
     group_name="timelines",
     automation_condition=DAILY_EAGER,
@@ -87,7 +101,8 @@ def to_timelines(rows: pl.DataFrame, catalog: PinCatalog) -> Timelines:
 def user_timelines(
     context: dg.AssetExecutionContext, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    """For the users active on the day: their last M actions up to the end of the day."""
+    """For the users active on the day: their last M actions (within LOOKBACK_DAYS) up to the
+    end of the day."""
     counts = []
     with duckdb.get_connection() as con:
         for key in context.partition_keys:
@@ -118,7 +133,9 @@ def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.Mat
         )
         train_users = users[~is_eval_user(users.astype(np.int64), split.eval_fraction)]
         con.register("_train_users", pl.DataFrame({"user_id": train_users}).to_arrow())
-        rows = query_last_actions(con, end, "SELECT user_id FROM _train_users", max_len=1_000_000)
+        rows = query_last_actions(
+            con, end, "SELECT user_id FROM _train_users", max_len=1_000_000, lookback=100_000
+        )
         con.execute("BEGIN TRANSACTION")
         con.execute("DROP TABLE IF EXISTS training_timelines")
         con.register("_rows", rows.drop("as_of").to_arrow())

@@ -92,6 +92,13 @@ class ModelTraining(dg.Config):
     out_dim: int = Field(default=64, description="Embedding dimension D.")
     window_days: float = Field(default=28.0, description="Label window K in days.")
     seed: int = Field(default=0, description="Seed for init, sampling and negatives.")
+    pin_id_buckets: int = Field(
+        default=65_536,
+        description="Beyond the paper: learnable hashed pin-id embeddings in the pin tower "
+        "(0 = the paper's content-only tower). On by default: when content embeddings carry no "
+        "engagement signal (the synthetic world's do not), the paper's tower cannot rank popular "
+        "pins above unpopular ones of the same topic. `pinner compare` measures both.",
+    )
 
     def recipe(self, content_dim: int, device: str) -> RecipeConfig:
         return RecipeConfig(
@@ -101,6 +108,7 @@ class ModelTraining(dg.Config):
                 hidden=self.hidden,
                 n_layers=self.n_layers,
                 out_dim=self.out_dim,
+                pin_id_buckets=self.pin_id_buckets,
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days
