@@ -2,6 +2,11 @@
 day that just ended; automation and pools are wired as DESIGN §7 requires."""
 
 import datetime
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 
@@ -56,3 +61,25 @@ def test_pools_tags_and_policies() -> None:
         dg.AssetKey("user_embeddings")
     ]
     assert "trained_model" in str(condition)
+
+
+def test_workspace_and_instance_config_validate(tmp_path: Path) -> None:
+    """What `make ui` loads: workspace.yaml's code location with dagster_home/dagster.yaml."""
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(root / "workspace.yaml"),
+        ],
+        cwd=root,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "All code locations passed validation" in out.stdout + out.stderr
