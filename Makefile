@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PINNER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup test test-all lint demo bench ui clean
+.PHONY: setup test test-all lint demo compare bench ui clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,9 @@ lint: setup
 
 demo: setup
 	$(BIN)/pinner demo
+
+compare: setup
+	$(BIN)/pinner compare
 
 bench: setup
 	$(BIN)/python benchmarks/bench_model.py

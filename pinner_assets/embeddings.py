@@ -95,47 +95,45 @@ def infer_day(
             "updated_on": pl.Date,
         },
     )
-    kept = pl.DataFrame(schema=new.schema)
-    if prev is not None:
-        con.register("_new_users", new.select("user_id").to_arrow())
-        kept = (
-            con.execute(
-                "SELECT ?::DATE AS as_of, user_id, embedding, model_version, updated_on "
-                "FROM user_embeddings WHERE as_of = ? "
-                "AND user_id NOT IN (SELECT user_id FROM _new_users)",
-                [day, prev_day],
-            )
-            .pl()
-            .cast(new.schema)
-        )  # type: ignore[arg-type]
-        con.unregister("_new_users")
-    merged = pl.concat([new, kept]).sort("user_id")
-    stats = {"n_users": merged.height, "n_inferred": new.height, "full_reinference": full}
-    return merged, stats
+    stats = {"n_inferred": new.height, "full_reinference": full, "has_previous": prev is not None}
+    return new, stats
 
 
 def write_partition(
     con: duckdb.DuckDBPyConnection,
     day: datetime.date,
-    merged: pl.DataFrame,
+    new: pl.DataFrame,
     version: str,
     stats: dict[str, object],
-) -> None:
+) -> int:
+    """In one transaction: the day's new rows, plus yesterday's rows of every other user carried
+    over inside DuckDB (no round trip through Python). Returns the partition's user count."""
+    prev_day = day - datetime.timedelta(days=1)
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM user_embeddings WHERE as_of = ?", [day])
         con.execute("DELETE FROM user_embedding_partitions WHERE as_of = ?", [day])
-        con.register("_merged", merged.to_arrow())
-        con.execute("INSERT INTO user_embeddings SELECT * FROM _merged")
-        con.unregister("_merged")
+        con.register("_new", new.to_arrow())
+        con.execute("INSERT INTO user_embeddings SELECT * FROM _new")
+        if stats["has_previous"]:
+            con.execute(
+                "INSERT INTO user_embeddings SELECT ?::DATE, user_id, embedding, model_version, "
+                "updated_on FROM user_embeddings WHERE as_of = ? "
+                "AND user_id NOT IN (SELECT user_id FROM _new)",
+                [day, prev_day],
+            )
+        con.unregister("_new")
+        row = con.execute("SELECT count(*) FROM user_embeddings WHERE as_of = ?", [day]).fetchone()
+        n_users = int(row[0]) if row else 0
         con.execute(
             "INSERT INTO user_embedding_partitions VALUES (?, ?, ?, ?, ?)",
-            [day, version, stats["n_users"], stats["n_inferred"], stats["full_reinference"]],
+            [day, version, n_users, stats["n_inferred"], stats["full_reinference"]],
         )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    return n_users
 
 
 @dg.asset(
@@ -167,18 +165,22 @@ def user_embeddings(
     with duckdb.get_connection() as con:
         ensure_tables(con)
         catalog = load_catalog(con)
+        checked = []
         for key in context.partition_keys:
             day = datetime.date.fromisoformat(key)
-            merged, stats = infer_day(con, model, version, catalog, day, device)
-            write_partition(con, day, merged, version, stats)
+            new, stats = infer_day(con, model, version, catalog, day, device)
+            stats = {"n_users": write_partition(con, day, new, version, stats), **stats}
             per_day.append({"day": key, **stats})
+            checked.append(_matrix(new))
             context.log.info(f"user_embeddings[{key}]: {stats}")
         latest = con.execute("SELECT max(as_of) FROM user_embedding_partitions").fetchone()
-        check_emb = np.asarray(merged["embedding"].to_list(), dtype=np.float32).reshape(
-            merged.height, -1
-        )
         if latest is not None and latest[0] == day:
-            publish_users(storage, merged)
+            publish_users(
+                storage,
+                con.execute(
+                    "SELECT * FROM user_embeddings WHERE as_of = ? ORDER BY user_id", [day]
+                ).pl(),
+            )
     last = per_day[-1]
     return dg.MaterializeResult(
         metadata={
@@ -188,13 +190,23 @@ def user_embeddings(
             "full_reinference": bool(last["full_reinference"]),
             "days": len(per_day),
         },
-        check_results=[embedding_check(check_emb)],
+        # every day's new embeddings; carried-over rows were checked on the day they were made
+        check_results=[
+            embedding_check(np.concatenate([m for m in checked if len(m)] or [_matrix(new)]))
+        ],
     )
+
+
+def _matrix(df: pl.DataFrame) -> np.ndarray:
+    """A list-of-floats `embedding` column → [N, D] float32."""
+    if df.height == 0:
+        return np.zeros((0, 1), dtype=np.float32)
+    return np.asarray(df["embedding"].to_list(), dtype=np.float32).reshape(df.height, -1)
 
 
 def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
     """The latest merged partition → LanceDB `user_embeddings` (what notebooks query)."""
-    emb = np.asarray(merged["embedding"].to_list(), dtype=np.float32).reshape(merged.height, -1)
+    emb = _matrix(merged)
     write_lance_table(
         storage.lancedb_uri,
         "user_embeddings",

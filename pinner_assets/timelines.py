@@ -147,7 +147,7 @@ def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.Mat
             "train_users": rows.height,
             "held_out_users": int(len(users) - len(train_users)),
             "actions": int(lengths.sum()),
-            "median_length": float(lengths.median() or 0),
+            "median_length": float(lengths.cast(pl.Float64).median() or 0.0),  # type: ignore[arg-type]
             "train_end_date": split.train_end_date,
         }
     )

@@ -30,7 +30,7 @@ def write_lance_table(
 def build_hnsw(emb: np.ndarray, ids: np.ndarray, path: Path, ef: int = 128) -> hnswlib.Index:
     """Inner-product HNSW over unit-norm vectors (= cosine); labels are the pin ids."""
     index = hnswlib.Index(space="ip", dim=emb.shape[1])
-    index.init_index(max_elements=max(1, len(emb)), ef_construction=200, M=16, random_seed=0)
+    index.init_index(max_elements=max(1, len(emb)), ef_construction=100, M=16, random_seed=0)
     index.set_num_threads(1)  # deterministic graph
     index.add_items(emb, ids.astype(np.int64))
     index.set_ef(ef)
