@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -96,6 +97,40 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
     return {"metrics": metrics, "timings": timings}
 
 
+def experiment(args: argparse.Namespace) -> None:
+    from model_core.experiments import run, write
+
+    columns = {}
+    if args.source in ("csv", "parquet"):
+        columns = {
+            "user": args.user_col,
+            "item": args.item_col,
+            "time": args.time_col,
+            "action_type": args.action_type_col,
+            "surface": args.surface_col,
+            "duration": args.duration_col,
+            "time_unit": args.time_unit,
+        }
+    result = run(
+        args.source,
+        args.path,
+        args.tables.split(","),
+        args.protocol,
+        args.steps,
+        [int(s) for s in args.seeds.split(",")],
+        args.quick,
+        **columns,
+    )
+    path = f" --path {args.path}" if args.path else ""
+    result["command"] = (
+        f"pinner experiment --source {args.source}{path} --tables {args.tables} "
+        f"--protocol {args.protocol} --steps {args.steps} --seeds {args.seeds}"
+        f"{' --quick' if args.quick else ''} --out {args.out}"
+    )
+    write(result, Path(args.out))
+    print(f"wrote {args.out}: {len(result['rows'])} rows")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pinner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,12 +138,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1000, help="training steps")
     c = sub.add_parser("compare", help="model_core only: paper vs +pin-ids vs baselines")
     core_cli.add_arguments(c)
+    e = sub.add_parser("experiment", help="re-run the paper's tables on a log (model_core only)")
+    e.add_argument(
+        "--source", required=True, choices=["synthetic", "movielens", "taobao", "csv", "parquet"]
+    )
+    e.add_argument("--path", default=None, help="dataset directory or file (not for synthetic)")
+    e.add_argument(
+        "--tables", default="objectives", help="comma list: objectives,negatives,features,pin_ids"
+    )
+    e.add_argument("--protocol", default="paper", choices=["paper", "leave_one_out"])
+    e.add_argument("--steps", type=int, default=600, help="training steps per variant and seed")
+    e.add_argument("--seeds", default="0", help="comma list of seeds")
+    e.add_argument("--quick", action="store_true", help="tiny sizes for tests")
+    e.add_argument("--out", required=True, help="results JSON path")
+    for col in ("user", "item", "time", "action-type", "surface", "duration"):
+        e.add_argument(f"--{col}-col", default=None, help=f"csv/parquet: the {col} column")
+    e.add_argument("--time-unit", default="auto", choices=["s", "ms", "iso", "auto"])
+    r = sub.add_parser("results", help="render experiment JSON files into docs/RESULTS.md")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--out", default="docs/RESULTS.md")
+    r.add_argument("--notes", default=None, help="a markdown file appended verbatim")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "demo":
         demo(args)
-    else:
+    elif args.command == "compare":
         core_cli.compare(args)
+    elif args.command == "experiment":
+        experiment(args)
+    else:
+        from model_core.results import render_files
+
+        commands = sorted({json.loads(Path(f).read_text()).get("command", "") for f in args.files})
+        notes = Path(args.notes).read_text() if args.notes else ""
+        render_files([Path(f) for f in args.files], Path(args.out), commands, notes)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
