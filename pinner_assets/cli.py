@@ -21,7 +21,6 @@ from pinner_assets.definitions import ASSETS
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import default_resources
 
-
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # no per-event DEBUG lines
 
 
