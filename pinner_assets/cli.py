@@ -11,15 +11,18 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
-from model_core import cli as core_cli
-from pinner_assets.definitions import ASSETS
-from pinner_assets.partitions import daily_partitions
-from pinner_assets.resources import default_resources
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy etc. are beta
+
+from model_core import cli as core_cli  # noqa: E402
+from pinner_assets.definitions import ASSETS  # noqa: E402
+from pinner_assets.partitions import daily_partitions  # noqa: E402
+from pinner_assets.resources import default_resources  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # no per-event DEBUG lines
 

@@ -12,7 +12,8 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
     paper = run("synthetic", None, ["pin_ids"], "paper", steps=2, seeds=[0], quick=True)
     variants = [(r["table"], r["variant"]) for r in paper["rows"]]
     assert variants == [("pin_ids", v) for v in TABLES["pin_ids"]] + [
-        ("baselines", "popularity"), ("baselines", "recent_mean"),
+        ("baselines", "popularity"),
+        ("baselines", "recent_mean"),
     ]
     for row in paper["rows"]:
         lo, hi = row["recall_at_10_ci"]
