@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model_core.evaluation import EvalConfig, EvalSet, build_eval_set, is_eval_user
 from model_core.loss import LossConfig
@@ -73,8 +74,6 @@ def fit(
     )
     sketch = sketch if sketch is not None else positive_sketch(train_tl, cfg)
     sampler = SequenceSampler(train_tl, catalog, cfg.sampler, seed=cfg.train.seed)
-    import torch
-
     torch.manual_seed(cfg.train.seed)
     model = PinnerFormer(cfg.model)
     result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path)

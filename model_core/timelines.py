@@ -34,6 +34,19 @@ class PositiveRule:
         default_factory=lambda: {"closeup": 10.0, "click": 10.0}  # a 10 s dwell filters mis-taps
     )
 
+    def sql(self) -> str:
+        """The same rule as a SQL predicate over columns action_type, surface, duration_s."""
+
+        def quoted(names: tuple[str, ...] | list[str]) -> str:
+            return ", ".join("'" + n.replace("'", "''") + "'" for n in names)
+
+        typed = [f"action_type IN ({quoted(self.always)})"] if self.always else []
+        typed += [
+            f"(action_type = {quoted([name])} AND duration_s > {float(t)!r})"
+            for name, t in self.min_duration_s.items()
+        ]
+        return f"(surface IN ({quoted(self.surfaces)}) AND ({' OR '.join(typed) or 'FALSE'}))"
+
     def mask(
         self, action_type: np.ndarray, surface: np.ndarray, duration: np.ndarray
     ) -> np.ndarray:

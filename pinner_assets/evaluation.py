@@ -89,9 +89,8 @@ def score_day(
     pf = evaluate_retrieval(_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics)
 
     pop_counts = con.execute(
-        "SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
-        "AND surface = 'home_feed' AND (action_type = 'repin' OR "
-        "(action_type IN ('closeup', 'click') AND duration_s > 10)) GROUP BY pin_id",
+        f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
+        f"AND {PositiveRule().sql()} GROUP BY pin_id",
         [day],
     ).pl()
     pop = np.zeros(len(catalog), dtype=np.float32)

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from model_core.evaluation import is_eval_user
 from model_core.features import FeatureConfig
 from model_core.timelines import PinCatalog, Timelines
 from pinner_assets.automation import DAILY_EAGER
@@ -120,8 +121,6 @@ def user_timelines(
 def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.MaterializeResult:
     """One row per TRAINING user (held-out users excluded): their whole timeline up to
     train_end_date. Training examples are sampled from it on the fly (paper §3.5)."""
-    from model_core.evaluation import is_eval_user
-
     end = split.train_end
     with duckdb.get_connection() as con:
         users = (

@@ -127,3 +127,16 @@ def test_positive_rule_is_the_papers_and_configurable() -> None:
     assert rule.mask(types, surf, dur).tolist() == [True, False, True, True, False, False, False]
     everywhere = PositiveRule(surfaces=("home_feed", "search"))
     assert everywhere.mask(types, surf, dur)[-1]
+
+
+def test_positive_rule_sql_matches_the_numpy_rule() -> None:
+    import duckdb
+
+    rule = PositiveRule()
+    types = ["repin", "closeup", "closeup", "click", "click", "hide", "repin"]
+    surf = ["home_feed"] * 6 + ["search"]
+    dur = [1.0, 10.0, 10.5, 11.0, 3.0, 60.0, 60.0]
+    con = duckdb.connect()
+    con.register("rows", pl.DataFrame({"action_type": types, "surface": surf, "duration_s": dur}))
+    got = con.sql(f"SELECT {rule.sql()} AS p FROM rows").pl()["p"].to_list()
+    assert got == rule.mask(np.array(types), np.array(surf), np.array(dur)).tolist()

@@ -3,9 +3,8 @@
 import json
 
 import numpy as np
-import pytest
 
-from tests.pinner_assets.conftest import Pipeline, day
+from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day
 
 
 def embeddings(p: Pipeline, as_of: str) -> dict[int, tuple[np.ndarray, str, str]]:
@@ -69,18 +68,8 @@ def test_new_model_version_reinfers_every_user(pipeline: Pipeline) -> None:
     p.run(["user_embeddings"], day(0), day(1))
     old = embeddings(p, day(1))
     old_version = next(iter(old.values()))[1]
-    retrain = {
-        "ops": {
-            "trained_model": {
-                "config": {
-                    **pytest.importorskip("tests.pinner_assets.conftest").TRAIN_CONFIG["ops"][
-                        "trained_model"
-                    ]["config"],
-                    "seed": 1,
-                }
-            }
-        }
-    }
+    config = TRAIN_CONFIG["ops"]["trained_model"]["config"]
+    retrain = {"ops": {"trained_model": {"config": {**config, "seed": 1}}}}
     p.train(retrain)
     p.run(["user_embeddings"], day(2))
     new = embeddings(p, day(2))
