@@ -23,6 +23,7 @@ from model_core import cli as core_cli  # noqa: E402
 from pinner_assets.definitions import ASSETS  # noqa: E402
 from pinner_assets.partitions import daily_partitions  # noqa: E402
 from pinner_assets.resources import default_resources  # noqa: E402
+from pinner_assets.schedules import TRAINING_ASSETS  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # no per-event DEBUG lines
 
@@ -47,14 +48,7 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
         ("ingest + timelines", ["raw_actions", "user_timelines"], _range(keys[0], keys[-1]), {}),
         (
             "train + pin side",
-            [
-                "pin_features",
-                "training_timelines",
-                "count_min_sketch",
-                "trained_model",
-                "pin_embeddings",
-                "pin_index",
-            ],
+            TRAINING_ASSETS,
             {},
             run_config,
         ),

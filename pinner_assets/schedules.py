@@ -19,15 +19,18 @@ daily_pipeline_schedule = dg.build_schedule_from_partitioned_job(
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
+# Everything a (re)train rebuilds, in dependency order.
+TRAINING_ASSETS = [
+    "pin_features",
+    "training_timelines",
+    "count_min_sketch",
+    "trained_model",
+    "pin_embeddings",
+    "pin_index",
+]
+
 training_job = dg.define_asset_job(
     "training_job",
-    selection=dg.AssetSelection.assets(
-        "pin_features",
-        "training_timelines",
-        "count_min_sketch",
-        "trained_model",
-        "pin_embeddings",
-        "pin_index",
-    ),
+    selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
     description="(Re)train the model and rebuild the pin side. Launched on purpose, not daily.",
 )

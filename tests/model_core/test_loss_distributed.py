@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.testing import assert_close
 
 from model_core.loss import Candidates, LossConfig, sampled_softmax_loss
+from tests.model_core.distributed import spawn_gloo
 
 WORLD = 2
 PAIRS_PER_RANK = 6
@@ -56,11 +54,7 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_gloo_all_gather_equals_single_process(tmp_path: Path) -> None:
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ.setdefault("MASTER_PORT", str(s.getsockname()[1]))
-    mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_gloo(worker, tmp_path, nprocs=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     single_loss, single_grads = loss_and_grads(global_batch(), slice(None))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import polars as pl
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from model_core import synthetic
 from model_core.features import FeatureConfig
@@ -19,6 +16,7 @@ from model_core.recipe import RecipeConfig, positive_sketch
 from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainConfig, train
+from tests.model_core.distributed import spawn_gloo
 
 
 def worker(rank: int, init_file: str, out_dir: str) -> None:
@@ -48,11 +46,7 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
 
 
 def test_ddp_ranks_stay_in_sync(tmp_path: Path) -> None:
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        os.environ.setdefault("MASTER_PORT", str(s.getsockname()[1]))
-    mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    spawn_gloo(worker, tmp_path, nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     torch.testing.assert_close(r0["params"], r1["params"])  # gradients were all-reduced
     assert [row["step"] for row in r0["history"]] == [3.0, 6.0]

@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from pinner_assets.definitions import ASSETS, build_definitions
 from pinner_assets.resources import ActionSource, ComputeResource, EvaluationSplit, PinnerStorage
+from pinner_assets.schedules import TRAINING_ASSETS
 
 DAY0 = datetime.date(2026, 1, 1)
 TRAIN_END = "2026-01-05"
@@ -79,14 +80,7 @@ class Pipeline:
 
     def train(self, run_config: dict | None = None) -> None:
         self.run(
-            [
-                "pin_features",
-                "training_timelines",
-                "count_min_sketch",
-                "trained_model",
-                "pin_embeddings",
-                "pin_index",
-            ],
+            TRAINING_ASSETS,
             run_config=run_config or TRAIN_CONFIG,
         )
 
