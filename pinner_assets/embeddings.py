@@ -51,7 +51,8 @@ def infer_day(
     """New embeddings for the day's active users merged over the previous day's (paper Fig. 3).
 
     A previous partition made by another model version is not comparable: re-infer every known
-    user from their last M actions. A missing previous partition (not the first) is an error.
+    user from their last M actions (whole history), and never carry a row of another version
+    over. A missing previous partition (not the first) is an error.
     """
     prev_day = day - datetime.timedelta(days=1)
     prev = con.execute(
@@ -72,7 +73,8 @@ def infer_day(
             f"SELECT user_id FROM user_embeddings WHERE as_of = DATE '{prev_day}' UNION "
             f"SELECT user_id FROM user_timelines WHERE as_of = DATE '{day}'"
         )
-        rows = query_last_actions(con, day, users)
+        # the whole history, not the lookback: every known user must get a new-version row
+        rows = query_last_actions(con, day, users, lookback=100_000)
     else:
         rows = con.execute(
             "SELECT * FROM user_timelines WHERE as_of = ? ORDER BY user_id", [day]
@@ -118,9 +120,9 @@ def write_partition(
         if stats["has_previous"]:
             con.execute(
                 "INSERT INTO user_embeddings SELECT ?::DATE, user_id, embedding, model_version, "
-                "updated_on FROM user_embeddings WHERE as_of = ? "
+                "updated_on FROM user_embeddings WHERE as_of = ? AND model_version = ? "
                 "AND user_id NOT IN (SELECT user_id FROM _new)",
-                [day, prev_day],
+                [day, prev_day, version],
             )
         con.unregister("_new")
         row = con.execute("SELECT count(*) FROM user_embeddings WHERE as_of = ?", [day]).fetchone()
