@@ -6,6 +6,7 @@ embeddings equal those of a run that never saw the corruption.
 """
 
 import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -113,51 +114,57 @@ def assert_same(got: dict, want: dict) -> None:
             np.testing.assert_array_equal(got[d][uid], emb, err_msg=f"{d} user {uid}")
 
 
-def test_blocked_corruption_is_recovered_by_automation(tmp_path: Path, reference: dict) -> None:
+@pytest.fixture
+def on_files(tmp_path: Path) -> Iterator[tuple[Pipeline, Path]]:
+    """A pipeline whose source is a directory of daily Parquet files the test can corrupt."""
     files = tmp_path / "files"
     source = write_world(files)
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        p = Pipeline(make_resources(tmp_path / "data", source), instance)
-        build(p, BAD - 1)
-        good = corrupt(files, BAD, "scrambled_action_types")
-        result = p.run(["raw_actions", "user_timelines"], day(BAD), raise_on_error=False)
-        failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-        assert [e.asset_check_key.name for e in failed] == ["oov_rate"]
-        assert not result.success  # the blocking check stops user_timelines in the same run
-        with p.warehouse() as con:
-            assert con.execute(
-                "SELECT count(*) FROM raw_actions WHERE event_date = ?", [day(BAD)]
-            ).fetchone() == (0,)
-        assert (p.resources["storage"].root / "quarantine" / "raw_actions").exists()  # type: ignore[attr-defined]
-        p.days(day(BAD + 1), day(LAST))
-        cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=instance).cursor
-        assert tick_until_settled(p, cursor) == []  # the failed check holds everything back
-
-        good.write_parquet(files / f"{day(BAD)}.parquet")  # the logging bug is fixed upstream
-        p.run(["raw_actions"], day(BAD))
-        ticks = tick_until_settled(p, cursor)
-        assert_walks_forward(ticks)
-        assert_same(all_embeddings(p, BAD), reference)
+        yield Pipeline(make_resources(tmp_path / "data", source), instance), files
 
 
-def test_silent_corruption_is_recomputed_downstream(tmp_path: Path, reference: dict) -> None:
-    files = tmp_path / "files"
-    source = write_world(files)
-    (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        p = Pipeline(make_resources(tmp_path / "data", source), instance)
-        good = corrupt(files, BAD, "shuffled_pins")
-        build(p, LAST)
-        corrupted = all_embeddings(p, BAD)
-        with pytest.raises(AssertionError):
-            assert_same(corrupted, reference)
-        cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=instance).cursor
+def test_blocked_corruption_is_recovered_by_automation(
+    on_files: tuple[Pipeline, Path], reference: dict
+) -> None:
+    p, files = on_files
+    build(p, BAD - 1)
+    good = corrupt(files, BAD, "scrambled_action_types")
+    result = p.run(["raw_actions", "user_timelines"], day(BAD), raise_on_error=False)
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [e.asset_check_key.name for e in failed] == ["oov_rate"]
+    assert not result.success  # the blocking check stops user_timelines in the same run
+    with p.warehouse() as con:
+        assert con.execute(
+            "SELECT count(*) FROM raw_actions WHERE event_date = ?", [day(BAD)]
+        ).fetchone() == (0,)
+    assert (p.resources["storage"].root / "quarantine" / "raw_actions").exists()  # type: ignore[attr-defined]
+    p.days(day(BAD + 1), day(LAST))
+    cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance).cursor
+    assert tick_until_settled(p, cursor) == []  # the failed check holds everything back
 
-        good.write_parquet(files / f"{day(BAD)}.parquet")
-        p.run(["raw_actions"], day(BAD))
-        ticks = tick_until_settled(p, cursor)
-        # every timeline that reads the repaired day (LOOKBACK_DAYS lineage) is rebuilt at once
-        assert ticks[0]["user_timelines"] == [day(i) for i in range(BAD, LAST + 1)]
-        assert_walks_forward(ticks)
-        assert_same(all_embeddings(p, BAD), reference)
+    good.write_parquet(files / f"{day(BAD)}.parquet")  # the logging bug is fixed upstream
+    p.run(["raw_actions"], day(BAD))
+    ticks = tick_until_settled(p, cursor)
+    assert_walks_forward(ticks)
+    assert_same(all_embeddings(p, BAD), reference)
+
+
+def test_silent_corruption_is_recomputed_downstream(
+    on_files: tuple[Pipeline, Path], reference: dict
+) -> None:
+    p, files = on_files
+    good = corrupt(files, BAD, "shuffled_pins")
+    build(p, LAST)
+    corrupted = all_embeddings(p, BAD)
+    with pytest.raises(AssertionError):
+        assert_same(corrupted, reference)
+    cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance).cursor
+
+    good.write_parquet(files / f"{day(BAD)}.parquet")
+    p.run(["raw_actions"], day(BAD))
+    ticks = tick_until_settled(p, cursor)
+    # every timeline that reads the repaired day (LOOKBACK_DAYS lineage) is rebuilt at once
+    assert ticks[0]["user_timelines"] == [day(i) for i in range(BAD, LAST + 1)]
+    assert_walks_forward(ticks)
+    assert_same(all_embeddings(p, BAD), reference)
