@@ -103,10 +103,10 @@ def compare(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         f"evaluated on {eval_set.history.n_users} held-out users, "
         f"{len(eval_set.positive_user)} positives, index of {len(eval_set.index_rows)} pins\n"
     )
-    print(f"{'scorer':<14}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
+    print(f"{'scorer':<18}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
     for name, m in results.items():
         print(
-            f"{name:<14}{m.recall_at_k:>11.4f}{m.p90_coverage_at_k:>12.4f}"
+            f"{name:<18}{m.recall_at_k:>11.4f}{m.p90_coverage_at_k:>12.4f}"
             f"{m.interest_entropy_at_k:>12.3f}"
         )
     print(f"\nmetrics written to {out_dir / 'metrics.json'} ({time.perf_counter() - t0:.0f}s)")
