@@ -18,13 +18,12 @@ from pathlib import Path
 import polars as pl
 
 from model_core import synthetic
-from model_core.evaluation import evaluate, popularity_counts
+from model_core.evaluation import build_eval_set, evaluate, popularity_counts
 from model_core.features import FeatureConfig
 from model_core.metrics import RetrievalMetrics
 from model_core.model import ModelConfig
 from model_core.recipe import (
     RecipeConfig,
-    eval_set_for,
     fit,
     split_timestamp,
     training_timelines,
@@ -65,7 +64,7 @@ def compare(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     split_ts = split_timestamp(world.dates[-1], cfg.eval.horizon_days)
     train_tl = training_timelines(timelines, split_ts, cfg)
     out_dir = data_dir() / "compare"
-    eval_set = eval_set_for(timelines, catalog, split_ts, cfg)
+    eval_set = build_eval_set(timelines, catalog, split_ts, cfg.eval)
     popularity = popularity_counts(train_tl, len(catalog))
     # The paper's content-only pin tower, then (beyond the paper) one with learnable pin ids.
     variants = {"pinnerformer": 0, "pinnerformer+ids": args.pin_id_buckets}
@@ -103,14 +102,19 @@ def compare(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         f"evaluated on {eval_set.history.n_users} held-out users, "
         f"{len(eval_set.positive_user)} positives, index of {len(eval_set.index_rows)} pins\n"
     )
-    print(f"{'scorer':<18}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
-    for name, m in results.items():
-        print(
-            f"{name:<18}{m.recall_at_k:>11.4f}{m.p90_coverage_at_k:>12.4f}"
-            f"{m.interest_entropy_at_k:>12.3f}"
-        )
+    print_table(table)
     print(f"\nmetrics written to {out_dir / 'metrics.json'} ({time.perf_counter() - t0:.0f}s)")
     return table
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
+    """scorer → {recall_at_10, p90_coverage_at_10, interest_entropy_at_50} as aligned columns."""
+    print(f"{'scorer':<18}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
+    for name, m in rows.items():
+        print(
+            f"{name:<18}{m['recall_at_10']:>11.4f}{m['p90_coverage_at_10']:>12.4f}"
+            f"{m['interest_entropy_at_50']:>12.3f}"
+        )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -130,19 +130,44 @@ def evaluate(
             user_emb, es.positive_user, pin_emb[es.positive_pin_row], pin_emb[es.index_rows], topics
         )
     }
-    pop = np.log1p(popularity).astype(np.float32)[:, None]  # (N, 1): one score per pin
-    ones = np.ones((es.history.n_users, 1), dtype=np.float32)
-    results["popularity"] = evaluate_retrieval(
-        ones, es.positive_user, pop[es.positive_pin_row], pop[es.index_rows], topics
+    results.update(
+        baseline_metrics(
+            recent_mean(es.history, catalog, model.config.max_len),
+            es.positive_user,
+            es.positive_pin_row,
+            es.index_rows,
+            catalog,
+            popularity,
+        )
     )
+    return results
+
+
+def baseline_metrics(
+    recent: np.ndarray,
+    positive_user: np.ndarray,
+    positive_pin_row: np.ndarray,
+    index_rows: np.ndarray,
+    catalog: PinCatalog,
+    popularity: np.ndarray,
+) -> dict[str, RetrievalMetrics]:
+    """The two baselines on one evaluation set.
+
+    recent:     [U, C] float32  each evaluated user's recent-content vector (`recent_mean`)
+    popularity: [N] float       positive engagements per catalogue row, known at the split
+    positive_user / positive_pin_row / index_rows as in EvalSet.
+    """
+    topics = catalog.topics[index_rows]
+    pop = np.log1p(popularity).astype(np.float32)[:, None]  # (N, 1): one score per pin
+    ones = np.ones((len(recent), 1), dtype=np.float32)
     content = catalog.embeddings / np.maximum(
         np.linalg.norm(catalog.embeddings, axis=1, keepdims=True), 1e-12
     )
-    results["recent_mean"] = evaluate_retrieval(
-        recent_mean(es.history, catalog, model.config.max_len),
-        es.positive_user,
-        content[es.positive_pin_row],
-        content[es.index_rows],
-        topics,
-    )
-    return results
+    return {
+        "popularity": evaluate_retrieval(
+            ones, positive_user, pop[positive_pin_row], pop[index_rows], topics
+        ),
+        "recent_mean": evaluate_retrieval(
+            recent, positive_user, content[positive_pin_row], content[index_rows], topics
+        ),
+    }

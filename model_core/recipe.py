@@ -9,10 +9,9 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from model_core.evaluation import EvalConfig, EvalSet, build_eval_set, is_eval_user
+from model_core.evaluation import EvalConfig, is_eval_user
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
 from model_core.sampler import SamplerConfig, SequenceSampler
@@ -78,13 +77,3 @@ def fit(
     model = PinnerFormer(cfg.model)
     result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path)
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)
-
-
-def eval_set_for(
-    timelines: Timelines, catalog: PinCatalog, split_ts: int, cfg: RecipeConfig
-) -> EvalSet:
-    return build_eval_set(timelines, catalog, split_ts, cfg.eval)
-
-
-def n_positives(tl: Timelines) -> int:
-    return int(np.count_nonzero(tl.positive))

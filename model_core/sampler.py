@@ -19,7 +19,6 @@ training resumes exactly from a checkpoint.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -206,7 +205,3 @@ class SequenceSampler:
             out_pos.append(np.full(len(take), pos[j]))
             out_label.append(self.pos_rows[lo + take])
         return np.concatenate(out_b), np.concatenate(out_pos), np.concatenate(out_label)
-
-
-def steps_for_epochs(sampler: SequenceSampler, batch_size: int, epochs: float) -> int:
-    return max(1, math.ceil(sampler.steps_per_epoch(batch_size) * epochs))

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +241,3 @@ def save_checkpoint(
         tmp,
     )
     os.replace(tmp, path)
-
-
-def config_dict(*configs: Any) -> dict[str, Any]:
-    """Frozen dataclass configs → one JSON-able dict keyed by class name."""
-    return {type(c).__name__: asdict(c) for c in configs}

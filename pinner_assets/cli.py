@@ -82,13 +82,7 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
         f"next {split.horizon_days} days: {metrics.get('eval_positives')}, "  # type: ignore[attr-defined]
         f"index: {metrics['index_size']} pins, model {metrics['model_version']}"
     )
-    print(f"{'scorer':<18}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
-    rows = {"pinnerformer": metrics["pinnerformer"], **metrics["baselines"]}
-    for name, m in rows.items():
-        print(
-            f"{name:<18}{m['recall_at_10']:>11.4f}{m['p90_coverage_at_10']:>12.4f}"
-            f"{m['interest_entropy_at_50']:>12.3f}"
-        )
+    core_cli.print_table({"pinnerformer": metrics["pinnerformer"], **metrics["baselines"]})
     print(
         f"\nwall time per stage (s): {timings}\n"
         f"reports:   {root / 'reports'}/<day>/report.html and metrics.json\n"

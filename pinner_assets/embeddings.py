@@ -173,7 +173,7 @@ def user_embeddings(
             new, stats = infer_day(con, model, version, catalog, day, device)
             stats = {"n_users": write_partition(con, day, new, version, stats), **stats}
             per_day.append({"day": key, **stats})
-            checked.append(_matrix(new))
+            checked.append(embedding_matrix(new))
             context.log.info(f"user_embeddings[{key}]: {stats}")
         latest = con.execute("SELECT max(as_of) FROM user_embedding_partitions").fetchone()
         if latest is not None and latest[0] == day:
@@ -194,12 +194,14 @@ def user_embeddings(
         },
         # every day's new embeddings; carried-over rows were checked on the day they were made
         check_results=[
-            embedding_check(np.concatenate([m for m in checked if len(m)] or [_matrix(new)]))
+            embedding_check(
+                np.concatenate([m for m in checked if len(m)] or [embedding_matrix(new)])
+            )
         ],
     )
 
 
-def _matrix(df: pl.DataFrame) -> np.ndarray:
+def embedding_matrix(df: pl.DataFrame) -> np.ndarray:
     """A list-of-floats `embedding` column → [N, D] float32."""
     if df.height == 0:
         return np.zeros((0, 1), dtype=np.float32)
@@ -208,7 +210,7 @@ def _matrix(df: pl.DataFrame) -> np.ndarray:
 
 def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
     """The latest merged partition → LanceDB `user_embeddings` (what notebooks query)."""
-    emb = _matrix(merged)
+    emb = embedding_matrix(merged)
     write_lance_table(
         storage.lancedb_uri,
         "user_embeddings",

@@ -14,11 +14,11 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from model_core.evaluation import is_eval_user, recent_mean
+from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
 from model_core.metrics import evaluate_retrieval
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import EMBEDDINGS_EAGER
-from pinner_assets.embeddings import load_pin_embeddings
+from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.report import write_evaluation_report
 from pinner_assets.resources import EvaluationSplit, PinnerStorage
@@ -32,10 +32,6 @@ def _embeddings(con: duckdb.DuckDBPyConnection, day: datetime.date) -> pl.DataFr
     return con.execute(
         "SELECT user_id, embedding FROM user_embeddings WHERE as_of = ? ORDER BY user_id", [day]
     ).pl()
-
-
-def _matrix(df: pl.DataFrame) -> np.ndarray:
-    return np.asarray(df["embedding"].to_list(), dtype=np.float32).reshape(df.height, -1)
 
 
 def future_positives(
@@ -85,29 +81,27 @@ def score_day(
     eval_ids = np.unique(positives["user_id"].to_numpy())
     held = held.filter(pl.col("user_id").is_in(eval_ids))
     pos_user = np.searchsorted(held["user_id"].to_numpy(), positives["user_id"].to_numpy())
-    pin_emb = _matrix(pins)
-    pf = evaluate_retrieval(_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics)
+    pin_emb = embedding_matrix(pins)
+    pf = evaluate_retrieval(embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics)
 
     pop_counts = con.execute(
         f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
         f"AND {PositiveRule().sql()} GROUP BY pin_id",
         [day],
     ).pl()
-    pop = np.zeros(len(catalog), dtype=np.float32)
+    popularity = np.zeros(len(catalog), dtype=np.float64)
     known = catalog.rows(pop_counts["pin_id"].to_numpy())
-    pop[known[known >= 0]] = np.log1p(pop_counts["n"].to_numpy()[known >= 0])
-    ones = np.ones((held.height, 1), dtype=np.float32)
-    popularity = evaluate_retrieval(ones, pos_user, pop[rows, None], pop[index, None], topics)
+    popularity[known[known >= 0]] = pop_counts["n"].to_numpy()[known >= 0]
 
     con.register("_held", held.select("user_id").to_arrow())
     history = to_timelines(query_last_actions(con, day, "SELECT user_id FROM _held"), catalog)
     con.unregister("_held")
-    content = catalog.embeddings / np.linalg.norm(catalog.embeddings, axis=1, keepdims=True)
-    rm_users = recent_mean(history, catalog, max_len)
-    # history may lack a user whose actions are all unknown pins: align by id, zeros otherwise.
-    aligned = np.zeros((held.height, content.shape[1]), dtype=np.float32)
-    aligned[np.searchsorted(held["user_id"].to_numpy(), history.user_ids)] = rm_users
-    recent = evaluate_retrieval(aligned, pos_user, content[rows], content[index], topics)
+    # history may lack a user with no usable action in the lookback: align by id, zeros otherwise.
+    recent = np.zeros((held.height, catalog.embeddings.shape[1]), dtype=np.float32)
+    recent[np.searchsorted(held["user_id"].to_numpy(), history.user_ids)] = recent_mean(
+        history, catalog, max_len
+    )
+    baselines = baseline_metrics(recent, pos_user, rows, index, catalog, popularity)
 
     def keys(m: object) -> dict[str, float]:
         d = m.as_dict()  # type: ignore[attr-defined]
@@ -119,7 +113,7 @@ def score_day(
         "eval_positives": pf.n_positives,
         "index_size": pf.index_size,
         "pinnerformer": keys(pf),
-        "baselines": {"popularity": keys(popularity), "recent_mean": keys(recent)},
+        "baselines": {name: keys(m) for name, m in baselines.items()},
     }
 
 
@@ -145,14 +139,14 @@ def evaluation_report(
         day = datetime.date.fromisoformat(key)
         with duckdb.get_connection() as con:
             metrics = score_day(con, day, split, model.config.max_len)
-            today = _matrix(_embeddings(con, day))
+            today = embedding_matrix(_embeddings(con, day))
             yesterday_df = _embeddings(con, day - datetime.timedelta(days=1))
         payload = {"as_of": key, "model_version": version, **metrics}
         paths = write_evaluation_report(
             storage.path("reports", key, "metrics.json").parent,
             payload,
             today,
-            _matrix(yesterday_df) if yesterday_df.height else None,
+            embedding_matrix(yesterday_df) if yesterday_df.height else None,
         )
         headline = {"as_of": key, **metrics, "report": str(paths.html)}
         context.log.info(f"evaluation_report[{key}]: {metrics}")

@@ -8,12 +8,11 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from model_core.contract import ContractError, conform, validate_actions
-from model_core.features import FeatureConfig
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ActionSource, PinnerStorage
+from pinner_assets.timelines import VOCAB
 from pinner_assets.warehouse import ensure_tables, replace_day, to_naive_utc
 
-VOCAB = FeatureConfig()
 RAW_CHECKS = ("contract", "ids_not_null", "duration_valid", "ts_inside_partition", "oov_rate")
 
 
