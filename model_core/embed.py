@@ -19,9 +19,22 @@ def embed_users(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """[U, D] float32: for every user in `timelines`, the embedding at their latest action."""
+    return embed_windows(model, timelines, catalog, timelines.offsets[1:] - 1, batch_size, device)
+
+
+@torch.no_grad()
+def embed_windows(
+    model: PinnerFormer,
+    timelines: Timelines,
+    catalog: PinCatalog,
+    ends: np.ndarray,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """[S, D] float32: the embedding of the window of at most M actions ending at each flat row
+    `ends` ([S] int64), i.e. the user's embedding as of that action."""
     model.eval().to(device)
-    ends = timelines.offsets[1:] - 1
-    out = np.empty((timelines.n_users, model.config.out_dim), dtype=np.float32)
+    out = np.empty((len(ends), model.config.out_dim), dtype=np.float32)
     for i in range(0, len(ends), batch_size):
         seq = window_batch(timelines, catalog, ends[i : i + batch_size], model.config.max_len)
         out[i : i + batch_size] = (

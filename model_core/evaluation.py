@@ -51,14 +51,22 @@ class EvalSet:
 
     positive_user:    [P] int64  row into history.user_ids
     positive_pin_row: [P] int64  catalogue row of each positive
+    positive_ts:      [P] int64  Unix second of each positive (in (t, t + horizon])
+    positive_action:  [P] int64  action-type vocabulary index of each positive
     index_rows:       [N] int64  catalogue rows of the retrieval index
+    timelines: the same users' WHOLE timelines, both sides of t. Only for studies that update the
+    embedding inside the horizon (Table 2, `model_core.inference_frequency`); everything else must
+    read `history`.
     """
 
     history: Timelines
     positive_user: np.ndarray
     positive_pin_row: np.ndarray
+    positive_ts: np.ndarray
+    positive_action: np.ndarray
     index_rows: np.ndarray
     split_ts: int
+    timelines: Timelines
 
 
 def build_eval_set(
@@ -83,8 +91,11 @@ def build_eval_set(
         history=history,
         positive_user=row_of_user[owner[keep]],
         positive_pin_row=held_out.pin_row[keep],
+        positive_ts=held_out.ts[keep],
+        positive_action=held_out.action[keep],
         index_rows=index_rows,
         split_ts=split_ts,
+        timelines=held_out.select_users(users),
     )
 
 
@@ -122,14 +133,7 @@ def evaluate(
 ) -> dict[str, RetrievalMetrics]:
     """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines."""
     es = eval_set
-    topics = catalog.topics[es.index_rows]
-    pin_emb = embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
-    user_emb = embed_users(model, es.history, catalog, device=device)
-    results = {
-        "pinnerformer": evaluate_retrieval(
-            user_emb, es.positive_user, pin_emb[es.positive_pin_row], pin_emb[es.index_rows], topics
-        )
-    }
+    results = {"pinnerformer": model_metrics(model, es, catalog, device=device)}
     results.update(
         baseline_metrics(
             recent_mean(es.history, catalog, model.config.max_len),
@@ -141,6 +145,28 @@ def evaluate(
         )
     )
     return results
+
+
+def model_metrics(
+    model: PinnerFormer,
+    eval_set: EvalSet,
+    catalog: PinCatalog,
+    positives: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> RetrievalMetrics:
+    """The model's §4.1 metrics with embeddings at t; `positives` ([P] bool) scores a subset of
+    the positives (e.g. one action type, Table 5)."""
+    es = eval_set
+    keep = np.ones(len(es.positive_user), dtype=bool) if positives is None else positives
+    pin_emb = embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
+    user_emb = embed_users(model, es.history, catalog, device=device)
+    return evaluate_retrieval(
+        user_emb,
+        es.positive_user[keep],
+        pin_emb[es.positive_pin_row[keep]],
+        pin_emb[es.index_rows],
+        catalog.topics[es.index_rows],
+    )
 
 
 def baseline_metrics(

@@ -1,9 +1,18 @@
 """`pinner experiment`: the paper's tables re-run on a log, under one of two protocols.
 
-A *variant* is a RecipeConfig change (objective, negatives, features, pin tower); a *table* groups
-variants the way the paper does (Table 3 objectives, Table 4 negatives, Table 6 features) plus the
-project's own `pin_ids` table. Every variant is trained from scratch per seed and scored on the
-same evaluation set as the baselines:
+A *variant* is a RecipeConfig change (objective, negatives, loss, features, pin tower) and, for
+Table 5, a change of which positives are labels; a *table* groups variants the way the paper does:
+
+- objectives (Table 3), negatives (Table 4), features (Table 6), bce (Table 10: the original
+  SASRec loss, BCE with one random negative, vs sampled softmax), pin_ids (beyond the paper);
+- inference (Table 2): SASRec vs dense all action, each trained once and scored with embeddings
+  computed once at t, daily, or in realtime (`model_core.inference_frequency`); paper protocol;
+- multitask (Table 5): one model trained on ALL positive action types vs one per type, each scored
+  on every type (paper protocol; only logs with several positive types: synthetic, Taobao).
+
+Every variant is trained from scratch per seed and scored on the same evaluation set as the
+baselines (popularity, mean of recent content, and PinnerSage-style multi-embedding users,
+`model_core.pinnersage`):
 
 - protocol "paper" (§4.1): global split time t, evaluation users disjoint from training users,
   positives in (t, t + 14 days], index = the catalogue (up to 1M random items), Recall@10 with a
@@ -36,16 +45,20 @@ from model_core.adapters import read_source
 from model_core.embed import embed_pins, embed_users
 from model_core.evaluation import (
     EvalConfig,
+    EvalSet,
+    baseline_metrics,
     build_eval_set,
-    evaluate,
+    model_metrics,
     popularity_counts,
     recent_mean,
 )
 from model_core.features import FeatureConfig
+from model_core.inference_frequency import MODES, inference_frequency_metrics
 from model_core.item_features import item_content_embeddings
-from model_core.leave_one_out import full_ranks, leave_one_out
-from model_core.metrics import bootstrap_ci, hit_rate_and_ndcg_at_k
+from model_core.leave_one_out import LeaveOneOut, full_ranks, leave_one_out
+from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_rate_and_ndcg_at_k
 from model_core.model import ModelConfig
+from model_core.pinnersage import PinnerSageConfig, pinnersage_loo, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.timelines import PinCatalog, Timelines
@@ -68,6 +81,10 @@ def _features(**kw: Any) -> Change:
         return dataclasses.replace(r, model=dataclasses.replace(r.model, features=feats))
 
     return change
+
+
+def _both(a: Change, b: Change) -> Change:
+    return lambda r: b(a(r))
 
 
 def _pin_ids(buckets: int) -> Change:
@@ -97,11 +114,22 @@ TABLES: dict[str, dict[str, Change]] = {
         "no_duration": _features(use_duration=False),
         "no_time": _features(use_absolute_time=False, use_relative_time=False),
     },
+    "bce": {  # paper Table 10
+        "sasrec_sampled_softmax": _sampler(objective="sasrec"),
+        "sasrec_bce_one_negative": _both(_sampler(objective="sasrec"), _loss(kind="bce")),
+        "dense_all_action": _sampler(objective="dense_all_action"),
+    },
+    "inference": {  # paper Table 2; each model is scored once per inference frequency
+        "sasrec": _sampler(objective="sasrec"),
+        "dense_all_action": _sampler(objective="dense_all_action"),
+    },
+    "multitask": {},  # paper Table 5; variants depend on the log's positive types (`variants`)
     "pin_ids": {  # beyond the paper
         "content_only": _pin_ids(0),
         "content+ids": _pin_ids(65_536),
     },
 }
+PAPER_ONLY = ("inference", "multitask")  # need time-stamped positives in (t, t + 14 days]
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,12 @@ class Data:
     catalog: PinCatalog
     features: FeatureConfig
     split_ts: int
+
+    @property
+    def positive_types(self) -> tuple[str, ...]:
+        """The action types that occur as positives in this log (Table 5's tasks)."""
+        codes = np.unique(self.timelines.action[self.timelines.positive])
+        return tuple(self.features.action_types[c - 1] for c in codes)
 
 
 def load(source: str, path: str | None, quick: bool, protocol: str, **columns: Any) -> Data:
@@ -191,37 +225,101 @@ def base_recipe(data: Data, steps: int, seed: int) -> RecipeConfig:
     )
 
 
+@dataclass(frozen=True)
+class Variant:
+    change: Change
+    label_action: str | None = None  # Table 5 single task: only this action type is a label
+
+
+def variants(table: str, data: Data) -> dict[str, Variant]:
+    if table != "multitask":
+        return {name: Variant(change) for name, change in TABLES[table].items()}
+    if len(data.positive_types) < 2:
+        raise ValueError(
+            f"table multitask needs a log with several positive action types; {data.name} has "
+            f"{list(data.positive_types)}"
+        )
+    out = {"multi_task": Variant(_same)}
+    out.update({f"only_{a}": Variant(_same, a) for a in data.positive_types})
+    return out
+
+
+def _same(r: RecipeConfig) -> RecipeConfig:
+    return r
+
+
+def with_labels(tl: Timelines, data: Data, action: str | None) -> Timelines:
+    """Keep only `action` positives as labels (inputs unchanged); None keeps every positive."""
+    if action is None:
+        return tl
+    code = data.features.action_types.index(action) + 1
+    return dataclasses.replace(tl, positive=tl.positive & (tl.action == code))
+
+
+def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, RetrievalMetrics]:
+    """scored_on → metrics: an inference frequency (Table 2), an action type (Table 5), or None
+    for the standard evaluation (embeddings at t, every positive)."""
+    if table == "inference":
+        freq = inference_frequency_metrics(model, es, data.catalog, MODES)
+        return {mode: m for mode, m in freq.items()}
+    out: dict[str | None, RetrievalMetrics] = {None: model_metrics(model, es, data.catalog)}
+    if table == "multitask":
+        for action in data.positive_types:
+            code = data.features.action_types.index(action) + 1
+            out[action] = model_metrics(model, es, data.catalog, es.positive_action == code)
+    return out
+
+
 def paper_rows(
-    data: Data, table: str, variants: dict[str, Change], steps: int, seeds: list[int]
+    data: Data, table: str, steps: int, seeds: list[int], es: EvalSet, train_tl: Timelines
 ) -> list[dict[str, Any]]:
-    cfg0 = base_recipe(data, steps, seeds[0])
-    train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
-    eval_set = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
-    popularity = popularity_counts(train_tl, len(data.catalog))
     rows = []
-    baselines: dict[str, Any] = {}
-    for name, change in variants.items():
-        per_seed = []
+    for name, variant in variants(table, data).items():
+        scored: dict[str | None, list[RetrievalMetrics]] = {}
+        t0 = time.perf_counter()
         for seed in seeds:
-            recipe = change(base_recipe(data, steps, seed))
-            t0 = time.perf_counter()
-            fitted = fit(train_tl, data.catalog, recipe)
-            scored = evaluate(fitted.model, eval_set, data.catalog, popularity)
-            per_seed.append((scored, time.perf_counter() - t0))
-        pf = [s["pinnerformer"] for s, _ in per_seed]
-        baselines = {k: v for k, v in per_seed[0][0].items() if k != "pinnerformer"}
-        rows.append(_paper_row(table, name, pf, seeds, per_seed[0][1]))
-    for name, m in baselines.items():
-        rows.append(_paper_row("baselines", name, [m], [0], 0.0))
+            recipe = variant.change(base_recipe(data, steps, seed))
+            fitted = fit(with_labels(train_tl, data, variant.label_action), data.catalog, recipe)
+            for on, m in _score(table, fitted.model, es, data).items():
+                scored.setdefault(on, []).append(m)
+        seconds = (time.perf_counter() - t0) / len(seeds)
+        for on, metrics in scored.items():
+            rows.append(_paper_row(table, name, metrics, seeds, seconds, on))
     return rows
 
 
+def paper_baselines(data: Data, es: EvalSet, train_tl: Timelines) -> list[dict[str, Any]]:
+    popularity = popularity_counts(train_tl, len(data.catalog))
+    recent = recent_mean(es.history, data.catalog, SamplerConfig().max_len)
+    found = baseline_metrics(
+        recent, es.positive_user, es.positive_pin_row, es.index_rows, data.catalog, popularity
+    )
+    found.update(
+        pinnersage_metrics(
+            es.history,
+            data.catalog,
+            es.positive_user,
+            es.positive_pin_row,
+            es.index_rows,
+            PinnerSageConfig(),
+        )
+    )
+    return [_paper_row("baselines", name, [m], [0], 0.0) for name, m in found.items()]
+
+
 def _paper_row(
-    table: str, variant: str, metrics: list[Any], seeds: list[int], seconds: float
+    table: str,
+    variant: str,
+    metrics: list[RetrievalMetrics],
+    seeds: list[int],
+    seconds: float,
+    scored_on: str | None = None,
 ) -> dict[str, Any]:
-    pooled = np.concatenate([m.per_user_recall for m in metrics])
-    lo, hi = bootstrap_ci(metrics[0].per_user_recall)
-    return {
+    """One row; with several seeds the metrics are seed means, the interval is a bootstrap over
+    users of the per-user recall averaged over seeds (same users every seed)."""
+    per_user = np.mean([m.per_user_recall for m in metrics], axis=0)
+    lo, hi = bootstrap_ci(per_user)
+    row = {
         "table": table,
         "variant": variant,
         "recall_at_10": float(np.mean([m.recall_at_k for m in metrics])),
@@ -233,52 +331,68 @@ def _paper_row(
         "eval_users": metrics[0].n_users,
         "eval_positives": metrics[0].n_positives,
         "index_size": metrics[0].index_size,
-        "pooled_users": len(pooled),
         "train_seconds": round(seconds, 1),
     }
+    if scored_on is not None:
+        row["scored_on"] = scored_on
+    return row
 
 
 def loo_rows(
-    data: Data, table: str, variants: dict[str, Change], steps: int, seeds: list[int]
+    data: Data, table: str, steps: int, seeds: list[int], loo: LeaveOneOut
 ) -> list[dict[str, Any]]:
-    loo = leave_one_out(data.timelines)
     rows = []
-    for name, change in variants.items():
+    for name, variant in variants(table, data).items():
         hr, ndcg = [], []
+        t0 = time.perf_counter()
         for seed in seeds:
-            fitted = fit(loo.history, data.catalog, change(base_recipe(data, steps, seed)))
+            recipe = variant.change(base_recipe(data, steps, seed))
+            fitted = fit(with_labels(loo.history, data, variant.label_action), data.catalog, recipe)
             users = embed_users(fitted.model, loo.history, data.catalog)
             items = embed_pins(fitted.model, data.catalog.embeddings, data.catalog.pin_ids)
             h, n = hit_rate_and_ndcg_at_k(full_ranks(users, items, loo.target_pin_row))
             hr.append(h)
             ndcg.append(n)
         rows.append(
-            {
-                "table": table,
-                "variant": name,
-                "hr_at_10": float(np.mean(hr)),
-                "ndcg_at_10": float(np.mean(ndcg)),
-                "seeds": seeds,
-                "eval_users": int(loo.history.n_users),
-            }
+            _loo_row(table, name, hr, ndcg, seeds, loo, (time.perf_counter() - t0) / len(seeds))
         )
+    return rows
+
+
+def loo_baselines(data: Data, loo: LeaveOneOut) -> list[dict[str, Any]]:
     pop = np.log1p(popularity_counts(loo.history, len(data.catalog))).astype(np.float32)[:, None]
     ones = np.ones((loo.history.n_users, 1), dtype=np.float32)
     content = data.catalog.embeddings
-    recent = recent_mean(loo.history, data.catalog, 64)
-    for name, (u, items) in {"popularity": (ones, pop), "recent_mean": (recent, content)}.items():
-        h, n = hit_rate_and_ndcg_at_k(full_ranks(u, items, loo.target_pin_row))
-        rows.append(
-            {
-                "table": "baselines",
-                "variant": name,
-                "hr_at_10": h,
-                "ndcg_at_10": n,
-                "seeds": [0],
-                "eval_users": int(loo.history.n_users),
-            }
-        )
-    return rows
+    recent = recent_mean(loo.history, data.catalog, SamplerConfig().max_len)
+    scorers = {"popularity": (ones, pop), "recent_mean": (recent, content)}
+    found = {
+        name: hit_rate_and_ndcg_at_k(full_ranks(u, items, loo.target_pin_row))
+        for name, (u, items) in scorers.items()
+    }
+    found.update(pinnersage_loo(loo.history, data.catalog, loo.target_pin_row, PinnerSageConfig()))
+    return [_loo_row("baselines", name, [h], [n], [0], loo, 0.0) for name, (h, n) in found.items()]
+
+
+def _loo_row(
+    table: str,
+    variant: str,
+    hr: list[float],
+    ndcg: list[float],
+    seeds: list[int],
+    loo: LeaveOneOut,
+    seconds: float,
+) -> dict[str, Any]:
+    return {
+        "table": table,
+        "variant": variant,
+        "hr_at_10": float(np.mean(hr)),
+        "hr_at_10_seed_std": float(np.std(hr)),
+        "ndcg_at_10": float(np.mean(ndcg)),
+        "ndcg_at_10_seed_std": float(np.std(ndcg)),
+        "seeds": seeds,
+        "eval_users": int(loo.history.n_users),
+        "train_seconds": round(seconds, 1),
+    }
 
 
 def run(
@@ -289,21 +403,39 @@ def run(
     steps: int,
     seeds: list[int],
     quick: bool,
+    seeded_tables: tuple[str, ...] = ("objectives",),
     **columns: Any,
 ) -> dict[str, Any]:
+    """Every table in `tables`; the tables in `seeded_tables` (the headline comparisons) run with
+    every seed in `seeds`, the others with seeds[0] only. Baselines are scored once."""
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise ValueError(f"unknown tables {unknown}; choose from {list(TABLES)}")
+    if protocol != "paper" and any(t in PAPER_ONLY for t in tables):
+        raise ValueError(f"tables {list(PAPER_ONLY)} need --protocol paper (got {protocol!r})")
     data = load(source, path, quick, protocol, **columns)
     rows: list[dict[str, Any]] = []
-    for table in tables:
-        variants = TABLES[table]
-        runner = paper_rows if protocol == "paper" else loo_rows
-        table_rows = runner(data, table, variants, steps, seeds)
-        if rows:  # baselines once per file
-            table_rows = [r for r in table_rows if r["table"] != "baselines"]
-        rows.extend(table_rows)
+    if protocol == "paper":
+        cfg0 = base_recipe(data, steps, seeds[0])
+        train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
+        es = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
+        rows += paper_baselines(data, es, train_tl)
+        for table in tables:
+            table_seeds = seeds if table in seeded_tables else seeds[:1]
+            rows += paper_rows(data, table, steps, table_seeds, es, train_tl)
+    else:
+        loo = leave_one_out(data.timelines)
+        rows += loo_baselines(data, loo)
+        for table in tables:
+            table_seeds = seeds if table in seeded_tables else seeds[:1]
+            rows += loo_rows(data, table, steps, table_seeds, loo)
     return {
         "dataset": data.name,
         "protocol": protocol,
         "steps": steps,
+        "split": datetime.datetime.fromtimestamp(data.split_ts, datetime.timezone.utc).isoformat()
+        if protocol == "paper"
+        else None,
         "users": int(data.timelines.n_users),
         "items": len(data.catalog),
         "actions": int(len(data.timelines.ts)),

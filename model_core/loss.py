@@ -18,6 +18,10 @@ Masking: a candidate is removed from a pair's negatives when it is a positive of
 
 Weighting (A.3, Fig. 5): each user embedding in the device's batch gets equal weight — a pair's loss
 is divided by the number of positives of its embedding, and by the number of embeddings.
+
+`binary_cross_entropy_loss` is the ORIGINAL SASRec loss (Kang & McAuley 2018), kept for the paper's
+Table 10: every pair has ONE uniformly sampled negative and the loss is
+-log σ(s(u,p)) - log(1 - σ(s(u,n))), with the same weighting and accidental-hit masking.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
 Negatives = Literal["in_batch", "random", "mixed"]
+LossKind = Literal["sampled_softmax", "bce"]
 
 
 @dataclass(frozen=True)
 class LossConfig:
+    kind: LossKind = "sampled_softmax"  # Table 10: "bce" = SASRec's BCE with one random negative
     negatives: Negatives = "mixed"  # Table 4: mixed is best in the paper
     logq: bool = True  # Table 4: logQ correction matters most for in-batch negatives
     n_random: int = 2048  # random negatives per step; the paper uses 8192 on GPUs
@@ -137,4 +143,27 @@ def sampled_softmax_loss(
 
     logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)  # (N, 1 + K)
     per_pair = torch.logsumexp(logits, dim=1) - pos_logit  # (N,)
+    return (per_pair * embedding_weights(emb_key)).sum()
+
+
+def binary_cross_entropy_loss(
+    user_emb: torch.Tensor,
+    positives: Candidates,
+    negatives: Candidates,
+    emb_key: torch.Tensor,
+    temperature: torch.Tensor,
+) -> torch.Tensor:
+    """SASRec's loss: each pair's positive against its OWN single random negative.
+
+    user_emb: [N, D]; positives, negatives: N rows each (negative n belongs to pair n);
+    emb_key: [N] as in `sampled_softmax_loss`. A negative that is the pair's positive item is
+    dropped (its term is zero). Returns Σ_pairs weight · (-log σ(pos) - log σ(-neg)).
+    """
+    N = user_emb.shape[0]
+    assert negatives.emb.shape == user_emb.shape, "one negative row per user-embedding row"
+    assert emb_key.shape == (N,), f"emb_key must be [{N}]"
+    pos_logit = (user_emb * positives.emb).sum(-1) / temperature  # (N,)
+    neg_logit = (user_emb * negatives.emb).sum(-1) / temperature  # (N,)
+    neg_term = torch.nn.functional.softplus(neg_logit) * (negatives.ids != positives.ids)
+    per_pair = torch.nn.functional.softplus(-pos_logit) + neg_term  # -log σ(x) = softplus(-x)
     return (per_pair * embedding_weights(emb_key)).sum()

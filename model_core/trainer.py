@@ -22,7 +22,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from model_core.loss import Candidates, LossConfig, sampled_softmax_loss
+from model_core.loss import (
+    Candidates,
+    LossConfig,
+    binary_cross_entropy_loss,
+    sampled_softmax_loss,
+)
 from model_core.model import PinnerFormer
 from model_core.sampler import SequenceSampler
 from model_core.sketch import CountMinSketch
@@ -132,6 +137,7 @@ def train(
     catalog_emb = torch.from_numpy(sampler.catalog.embeddings).to(device)
     catalog_ids = torch.from_numpy(sampler.catalog.pin_ids).to(device)
     n_corpus = len(sampler.catalog)
+    bce = loss_cfg.kind == "bce"
     n_random = loss_cfg.n_random if loss_cfg.negatives != "in_batch" else 0
     rand_log_q = uniform_log_q(max(1, n_random), n_corpus)
     # Rank r draws the batches of "virtual step" step*world + r, so ranks never share a batch.
@@ -144,10 +150,11 @@ def train(
         batch = sampler.batch(step * world + rank, cfg.batch_size)
         seq = batch.seq.to(device)
         g = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * world + rank)
-        rand_rows = torch.randint(n_corpus, (n_random,), generator=g).to(device)
         pin_row = batch.pin_row.to(device)
-        item_rows = torch.cat([pin_row, rand_rows])
         n_pos = len(pin_row)
+        n_draw = n_pos if bce else n_random  # BCE: one negative per pair
+        rand_rows = torch.randint(n_corpus, (n_draw,), generator=g).to(device)
+        item_rows = torch.cat([pin_row, rand_rows])
         in_batch_size = min(loss_cfg.in_batch_cap, n_pos * world)
         pos_log_q = torch.from_numpy(
             sketch.inclusion_log_prob(batch.pin_id.numpy(), max(1, in_batch_size))
@@ -167,17 +174,23 @@ def train(
         random_negs = Candidates(
             item_emb[n_pos:],
             catalog_ids[rand_rows],
-            torch.full((n_random,), -1, dtype=torch.int64, device=device),
-            torch.full((n_random,), rand_log_q, device=device),
+            torch.full((n_draw,), -1, dtype=torch.int64, device=device),
+            torch.full((n_draw,), rand_log_q, device=device),
         )
-        loss = sampled_softmax_loss(
-            user_emb.float(),
-            positives,
-            (batch.pair_b * seq.ts.shape[1] + batch.pair_pos).to(device),
-            temperature,
-            loss_cfg,
-            random_negs if n_random else None,
-        )
+        emb_key = (batch.pair_b * seq.ts.shape[1] + batch.pair_pos).to(device)
+        if bce:
+            loss = binary_cross_entropy_loss(
+                user_emb.float(), positives, random_negs, emb_key, temperature
+            )
+        else:
+            loss = sampled_softmax_loss(
+                user_emb.float(),
+                positives,
+                emb_key,
+                temperature,
+                loss_cfg,
+                random_negs if n_random else None,
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from model_core.experiments import TABLES, run, write
 from model_core.results import render_files
+
+BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
 
 
 def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
     paper = run("synthetic", None, ["pin_ids"], "paper", steps=2, seeds=[0], quick=True)
     variants = [(r["table"], r["variant"]) for r in paper["rows"]]
-    assert variants == [("pin_ids", v) for v in TABLES["pin_ids"]] + [
-        ("baselines", "popularity"),
-        ("baselines", "recent_mean"),
+    assert variants == [("baselines", b) for b in BASELINES] + [
+        ("pin_ids", v) for v in TABLES["pin_ids"]
     ]
     for row in paper["rows"]:
         lo, hi = row["recall_at_10_ci"]
@@ -31,3 +34,43 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
     assert "HR@10" in text
     assert "Recall@10" in text
     assert "content+ids" in text
+
+
+def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
+    """Table 2 (one row per model x inference frequency), Table 5 (one row per model x scored
+    action type, plus the overall row), Table 10 (BCE) — and the pivot tables they render to."""
+    res = run(
+        "synthetic",
+        None,
+        ["inference", "multitask", "bce"],
+        "paper",
+        steps=2,
+        seeds=[0, 1],
+        quick=True,
+        seeded_tables=("bce",),
+    )
+    rows = res["rows"]
+    inference = [(r["variant"], r["scored_on"]) for r in rows if r["table"] == "inference"]
+    assert inference == [(v, m) for v in TABLES["inference"] for m in ("once", "daily", "realtime")]
+    multitask = [r for r in rows if r["table"] == "multitask"]
+    trained = list(dict.fromkeys(r["variant"] for r in multitask))
+    assert trained == ["multi_task", "only_repin", "only_closeup", "only_click"]
+    assert {r.get("scored_on") for r in multitask} == {None, "repin", "closeup", "click"}
+    per_type = [r["eval_positives"] for r in multitask if r["variant"] == "multi_task"]
+    assert per_type[0] == sum(per_type[1:])  # the types partition the positives
+    assert all(r["seeds"] == [0] for r in rows if r["table"] != "bce")
+    assert all(r["seeds"] == [0, 1] for r in rows if r["table"] == "bce")
+    write({**res, "command": "pinner experiment C"}, tmp_path / "c.json")
+    out = tmp_path / "RESULTS.md"
+    render_files([tmp_path / "c.json"], out, ["pinner experiment C"])
+    text = out.read_text()
+    assert "| variant | once (paper) | daily (paper) | realtime (paper) | seeds |" in text
+    assert "| multi_task |" in text
+    assert "sasrec_bce_one_negative" in text
+
+
+def test_paper_only_tables_refuse_leave_one_out() -> None:
+    with pytest.raises(ValueError, match="need --protocol paper"):
+        run("synthetic", None, ["inference"], "leave_one_out", steps=2, seeds=[0], quick=True)
+    with pytest.raises(ValueError, match="unknown tables"):
+        run("synthetic", None, ["nope"], "paper", steps=2, seeds=[0], quick=True)

@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from model_core.loss import Candidates, LossConfig, embedding_weights, sampled_softmax_loss
+from model_core.loss import (
+    Candidates,
+    LossConfig,
+    binary_cross_entropy_loss,
+    embedding_weights,
+    sampled_softmax_loss,
+)
 
 
 def naive_loss(
@@ -149,3 +155,35 @@ def test_gradient_flows_to_both_towers_and_temperature() -> None:
     assert tau.grad is not None
     assert float(u.grad.abs().sum()) > 0
     assert float(p.grad.abs().sum()) > 0
+
+
+def test_bce_matches_per_pair_reference() -> None:
+    """SASRec's loss: one negative per pair; a negative equal to the positive adds nothing."""
+    c = make_case(4)
+    n = len(c["u"])
+    rng = np.random.default_rng(4)
+    neg = rng.normal(size=c["pos"].shape)
+    neg /= np.linalg.norm(neg, axis=1, keepdims=True)
+    neg_ids = np.arange(100, 100 + n)
+    neg_ids[2] = c["pos_ids"][2]  # an accidental hit
+    t = {k: torch.from_numpy(v) for k, v in c.items()}
+    positives = Candidates(t["pos"].float(), t["pos_ids"], t["pos_users"], t["pos_logq"].float())
+    negatives = Candidates(
+        torch.from_numpy(neg).float(),
+        torch.from_numpy(neg_ids),
+        torch.full((n,), -1),
+        torch.zeros(n),
+    )
+    got = binary_cross_entropy_loss(
+        t["u"].float(), positives, negatives, t["emb_key"], torch.tensor(0.5)
+    )
+    weights = embedding_weights(t["emb_key"]).numpy()
+    want = 0.0
+    for i in range(n):
+        s_pos = c["u"][i] @ c["pos"][i] / 0.5
+        s_neg = c["u"][i] @ neg[i] / 0.5
+        term = -math.log(1 / (1 + math.exp(-s_pos)))
+        if neg_ids[i] != c["pos_ids"][i]:
+            term += -math.log(1 - 1 / (1 + math.exp(-s_neg)))
+        want += weights[i] * term
+    assert_close(got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5)
