@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -65,6 +65,7 @@ from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainConfig
 
 Change = Callable[[RecipeConfig], RecipeConfig]
+Base = Callable[[int], RecipeConfig]  # seed → the recipe a variant changes
 
 
 def _sampler(**kw: Any) -> Change:
@@ -147,8 +148,20 @@ class Data:
         return tuple(self.features.action_types[c - 1] for c in codes)
 
 
-def load(source: str, path: str | None, quick: bool, protocol: str, **columns: Any) -> Data:
-    """Any supported source → timelines + a catalogue built without evaluation-period data."""
+def load(
+    source: str,
+    path: str | None,
+    quick: bool,
+    protocol: str,
+    item_engagement: Literal["positive", "all"] = "positive",
+    **columns: Any,
+) -> Data:
+    """Any supported source → timelines + a catalogue built without evaluation-period data.
+
+    item_engagement: which pre-cutoff actions build the items' co-engagement vectors — positives
+    only, or every action (for logs where positives are rare, e.g. Taobao's views vs
+    cart/fav/buy, so that most items get a vector at all).
+    """
     if source == "synthetic":
         world = synthetic.WorldConfig.tiny() if quick else synthetic.WorldConfig()
         actions = pl.concat(list(synthetic.generate_range(world, world.dates[0], world.dates[-1])))
@@ -181,7 +194,9 @@ def load(source: str, path: str | None, quick: bool, protocol: str, **columns: A
         log = dataclasses.replace(log, actions=kept.select(log.actions.columns))
         cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
     cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
-    pins = item_content_embeddings(log, cutoff_dt, dim=features.content_dim)
+    pins = item_content_embeddings(
+        log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
+    )
     catalog = PinCatalog.from_frame(pins)
     full = read_source(source, path, **columns) if protocol == "leave_one_out" else log
     timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
@@ -216,9 +231,11 @@ def choose_split(actions: pl.DataFrame, rule: Any, horizon_days: int = 14) -> in
     return best
 
 
-def base_recipe(data: Data, steps: int, seed: int) -> RecipeConfig:
+def base_recipe(data: Data, steps: int, seed: int, pin_id_buckets: int = 0) -> RecipeConfig:
+    """The recipe every variant changes: the paper's model, or (pin_id_buckets > 0, beyond the
+    paper) one whose pin tower also learns hashed pin-id embeddings."""
     return RecipeConfig(
-        model=ModelConfig(features=data.features),
+        model=ModelConfig(features=data.features, pin_id_buckets=pin_id_buckets),
         sampler=SamplerConfig(),
         train=TrainConfig(steps=steps, seed=seed, log_every=max(1, steps // 5)),
         eval=EvalConfig(seed=0),
@@ -271,14 +288,14 @@ def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, 
 
 
 def paper_rows(
-    data: Data, table: str, steps: int, seeds: list[int], es: EvalSet, train_tl: Timelines
+    data: Data, table: str, base: Base, seeds: list[int], es: EvalSet, train_tl: Timelines
 ) -> list[dict[str, Any]]:
     rows = []
     for name, variant in variants(table, data).items():
         scored: dict[str | None, list[RetrievalMetrics]] = {}
         t0 = time.perf_counter()
         for seed in seeds:
-            recipe = variant.change(base_recipe(data, steps, seed))
+            recipe = variant.change(base(seed))
             fitted = fit(with_labels(train_tl, data, variant.label_action), data.catalog, recipe)
             for on, m in _score(table, fitted.model, es, data).items():
                 scored.setdefault(on, []).append(m)
@@ -339,14 +356,14 @@ def _paper_row(
 
 
 def loo_rows(
-    data: Data, table: str, steps: int, seeds: list[int], loo: LeaveOneOut
+    data: Data, table: str, base: Base, seeds: list[int], loo: LeaveOneOut
 ) -> list[dict[str, Any]]:
     rows = []
     for name, variant in variants(table, data).items():
         hr, ndcg = [], []
         t0 = time.perf_counter()
         for seed in seeds:
-            recipe = variant.change(base_recipe(data, steps, seed))
+            recipe = variant.change(base(seed))
             fitted = fit(with_labels(loo.history, data, variant.label_action), data.catalog, recipe)
             users = embed_users(fitted.model, loo.history, data.catalog)
             items = embed_pins(fitted.model, data.catalog.embeddings, data.catalog.pin_ids)
@@ -404,6 +421,8 @@ def run(
     seeds: list[int],
     quick: bool,
     seeded_tables: tuple[str, ...] = ("objectives",),
+    pin_id_buckets: int = 0,
+    item_engagement: Literal["positive", "all"] = "positive",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables`; the tables in `seeded_tables` (the headline comparisons) run with
@@ -413,26 +432,32 @@ def run(
         raise ValueError(f"unknown tables {unknown}; choose from {list(TABLES)}")
     if protocol != "paper" and any(t in PAPER_ONLY for t in tables):
         raise ValueError(f"tables {list(PAPER_ONLY)} need --protocol paper (got {protocol!r})")
-    data = load(source, path, quick, protocol, **columns)
+    data = load(source, path, quick, protocol, item_engagement, **columns)
+
+    def base(seed: int) -> RecipeConfig:
+        return base_recipe(data, steps, seed, pin_id_buckets)
+
     rows: list[dict[str, Any]] = []
     if protocol == "paper":
-        cfg0 = base_recipe(data, steps, seeds[0])
+        cfg0 = base(seeds[0])
         train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
         es = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
         rows += paper_baselines(data, es, train_tl)
         for table in tables:
             table_seeds = seeds if table in seeded_tables else seeds[:1]
-            rows += paper_rows(data, table, steps, table_seeds, es, train_tl)
+            rows += paper_rows(data, table, base, table_seeds, es, train_tl)
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
         for table in tables:
             table_seeds = seeds if table in seeded_tables else seeds[:1]
-            rows += loo_rows(data, table, steps, table_seeds, loo)
+            rows += loo_rows(data, table, base, table_seeds, loo)
     return {
         "dataset": data.name,
         "protocol": protocol,
         "steps": steps,
+        "pin_id_buckets": pin_id_buckets,
+        "item_engagement": item_engagement if source != "synthetic" else None,
         "split": datetime.datetime.fromtimestamp(data.split_ts, datetime.timezone.utc).isoformat()
         if protocol == "paper"
         else None,

@@ -115,6 +115,13 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
     ]
     for res in results:
         split = f", split t = {res['split']}" if res.get("split") else ""
+        if res.get("item_engagement"):
+            split += f"; item co-engagement vectors from `{res['item_engagement']}` actions"
+        if res.get("pin_id_buckets"):
+            split += (
+                f"; every variant's pin tower adds {res['pin_id_buckets']} hashed pin-id buckets "
+                "(beyond the paper)"
+            )
         lines += [
             "",
             f"## {res['dataset']} — protocol `{res['protocol']}`",
