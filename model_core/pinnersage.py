@@ -97,7 +97,7 @@ class PinnerSageConfig:
     """
 
     max_actions: int = 64
-    clusters: int = 3  # c: how many of the most important clusters represent the user
+    clusters: int = 5  # c: the most important clusters kept; the paper compares c = 5 and 20
     distance_threshold: float = 1.0
     half_life_days: float = 14.0
 
