@@ -304,12 +304,14 @@ def read_taobao(
         datetime.date(2017, 12, 3),
     ),
     tz: str = "Asia/Shanghai",
+    positive_types: tuple[str, ...] = ("cart", "fav", "buy"),
 ) -> RawLog:
     """Taobao UserBehavior CSV (no header: user_id, item_id, category_id, behavior_type, unix ts).
 
     `path` is the CSV itself or a directory holding one `*.csv`. Behaviour types pv / cart / fav /
-    buy are kept as action types; surface "app", duration 0.0. Positive: cart, fav and buy (an
-    explicit intent signal, like the paper's repin); pv (a page view) is input only.
+    buy are kept as action types; surface "app", duration 0.0. Positive: `positive_types`, by
+    default cart, fav and buy (an explicit intent signal, like the paper's repin); pv (a page
+    view) is input only unless listed.
 
     The dataset's documented period is `period` (inclusive) in local time `tz`. Rows whose
     timestamp lies outside it (35 in the public sample) are known-bad clock values: they are
@@ -367,7 +369,12 @@ def read_taobao(
             (~actions["action_type"].is_in(list(TAOBAO_ACTION_TYPES))).sum()
         ),
     }
-    rule = PositiveRule(surfaces=("app",), always=("cart", "fav", "buy"), min_duration_s={})
+    unknown = set(positive_types) - set(TAOBAO_ACTION_TYPES)
+    if unknown:
+        raise ValueError(
+            f"positive_types {sorted(unknown)} are not Taobao behaviours {TAOBAO_ACTION_TYPES}"
+        )
+    rule = PositiveRule(surfaces=("app",), always=tuple(positive_types), min_duration_s={})
     return _finish(actions, items, "taobao", TAOBAO_ACTION_TYPES, ("app",), rule, notes)
 
 

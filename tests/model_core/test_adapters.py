@@ -205,6 +205,10 @@ def test_taobao_drops_and_counts_out_of_period_rows(tmp_path: Path) -> None:
         period=(datetime.date(2017, 9, 1), datetime.date(2017, 12, 4)),
     )
     assert widened.notes["out_of_period_rows"] == 0
+    buy_only = read_taobao(tmp_path / "UserBehavior.csv", positive_types=("buy",))
+    assert positives(buy_only).tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match=r"\['click'\] are not Taobao behaviours"):
+        read_taobao(tmp_path / "UserBehavior.csv", positive_types=("buy", "click"))
 
 
 # --------------------------------------------------------------------------------------------
