@@ -1,9 +1,11 @@
 """`pinner`: the command line.
 
-`pinner demo` materialises the whole asset graph over the default synthetic date range through
-Dagster itself (a real instance under $DAGSTER_HOME, the same assets the UI shows), then prints
-the headline metrics and where everything is. `pinner compare` trains and scores with
-model_core alone (see model_core.cli).
+`pinner demo` materialises the whole asset graph over the partition range through Dagster
+itself (a real instance under $DAGSTER_HOME, the same assets the UI shows), then prints the
+headline metrics and where everything is. By default that is the synthetic world's 70 days; the
+same environment the code location reads selects a real log instead (PINNER_SOURCE,
+PINNER_SOURCE_PATH, PINNER_START_DATE, PINNER_END_DATE, PINNER_TRAIN_END_DATE; see
+docs/REAL_DATA.md). `pinner compare` trains and scores with model_core alone (model_core.cli).
 """
 
 import argparse
@@ -41,6 +43,18 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
     split = resources["split"]
     keys = daily_partitions.get_partition_keys()
     train_end = split.train_end_date  # type: ignore[attr-defined]
+    if not keys or train_end not in keys:
+        raise SystemExit(
+            f"the training end {train_end} (PINNER_TRAIN_END_DATE) is not one of the daily "
+            f"partitions {keys[0] if keys else '?'} .. {keys[-1] if keys else '?'} "
+            "(PINNER_START_DATE / PINNER_END_DATE): set both for the source's dates"
+        )
+    source = resources["source"]
+    print(
+        f"source: {source.kind}{' ' + source.path if source.path else ''}, "  # type: ignore[attr-defined]
+        f"partitions {keys[0]} .. {keys[-1]}, training up to {train_end}",
+        flush=True,
+    )
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     instance = instance or dg.DagsterInstance.ephemeral()
     run_config = {"ops": {"trained_model": {"config": {"steps": args.steps}}}}
@@ -117,12 +131,17 @@ def experiment(args: argparse.Namespace) -> None:
         args.steps,
         [int(s) for s in args.seeds.split(",")],
         args.quick,
+        seeded_tables=tuple(args.seeded_tables.split(",")),
+        pin_id_buckets=args.pin_id_buckets,
+        item_engagement=args.item_engagement,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --steps {args.steps} --seeds {args.seeds}"
+        f" --seeded-tables {args.seeded_tables} --pin-id-buckets {args.pin_id_buckets}"
+        f" --item-engagement {args.item_engagement}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
     write(result, Path(args.out))
@@ -132,7 +151,11 @@ def experiment(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pinner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="materialise the whole pipeline on the synthetic world")
+    p = sub.add_parser(
+        "demo",
+        help="materialise the whole pipeline on the configured source (the synthetic world "
+        "unless PINNER_SOURCE says otherwise)",
+    )
     p.add_argument("--steps", type=int, default=1000, help="training steps")
     c = sub.add_parser("compare", help="model_core only: paper vs +pin-ids vs baselines")
     core_cli.add_arguments(c)
@@ -142,11 +165,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     e.add_argument("--path", default=None, help="dataset directory or file (not for synthetic)")
     e.add_argument(
-        "--tables", default="objectives", help="comma list: objectives,negatives,features,pin_ids"
+        "--tables",
+        default="objectives",
+        help="comma list of objectives (Table 3), negatives (4), features (6), bce (10), "
+        "inference (2), multitask (5), pin_ids (beyond the paper)",
     )
     e.add_argument("--protocol", default="paper", choices=["paper", "leave_one_out"])
     e.add_argument("--steps", type=int, default=600, help="training steps per variant and seed")
     e.add_argument("--seeds", default="0", help="comma list of seeds")
+    e.add_argument(
+        "--seeded-tables",
+        default="objectives",
+        help="comma list: the headline tables that run with every seed; the rest use the first",
+    )
+    e.add_argument(
+        "--pin-id-buckets",
+        type=int,
+        default=0,
+        help="beyond the paper: every variant's pin tower also learns hashed pin-id embeddings "
+        "(this many buckets); 0 = the paper's content-only tower",
+    )
+    e.add_argument(
+        "--item-engagement",
+        default="positive",
+        choices=["positive", "all"],
+        help="real logs: build item co-engagement vectors from positives only or every action",
+    )
     e.add_argument("--quick", action="store_true", help="tiny sizes for tests")
     e.add_argument("--out", required=True, help="results JSON path")
     for col in ("user", "item", "time", "action-type", "surface", "duration"):

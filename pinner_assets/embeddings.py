@@ -11,7 +11,7 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.embed import embed_pins, embed_users
 from model_core.model import PinnerFormer
-from model_core.timelines import PinCatalog
+from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import DAILY_EAGER, EMBEDDINGS_EAGER
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ComputeResource, PinnerStorage
@@ -23,6 +23,8 @@ from pinner_assets.warehouse import ensure_tables
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
     start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
 )
+# Inference reads no labels: every action is input, none is positive.
+NO_LABELS = PositiveRule(surfaces=(), always=(), min_duration_s={})
 
 
 def embedding_check(emb: np.ndarray) -> dg.AssetCheckResult:
@@ -53,7 +55,11 @@ def infer_day(
     A previous partition made by another model version is not comparable: re-infer every known
     user from their last M actions (whole history), and never carry a row of another version
     over. A missing previous partition (not the first) is an error.
+
+    Vocabulary ids come from the model's own FeatureConfig (the source's vocabulary it was
+    trained on, saved in the checkpoint), so ids always index the model's embedding tables.
     """
+    vocab = model.config.features
     prev_day = day - datetime.timedelta(days=1)
     prev = con.execute(
         "SELECT model_version FROM user_embedding_partitions WHERE as_of = ?", [prev_day]
@@ -74,12 +80,12 @@ def infer_day(
             f"SELECT user_id FROM user_timelines WHERE as_of = DATE '{day}'"
         )
         # the whole history, not the lookback: every known user must get a new-version row
-        rows = query_last_actions(con, day, users, lookback=100_000)
+        rows = query_last_actions(con, day, users, vocab, lookback=100_000)
     else:
         rows = con.execute(
             "SELECT * FROM user_timelines WHERE as_of = ? ORDER BY user_id", [day]
         ).pl()
-    timelines = to_timelines(rows, catalog)
+    timelines = to_timelines(rows, catalog, vocab, NO_LABELS)
     emb = embed_users(model, timelines, catalog, device=device)
     new = pl.DataFrame(
         {

@@ -15,13 +15,14 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
+from model_core.features import FeatureConfig
 from model_core.metrics import evaluate_retrieval
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import EMBEDDINGS_EAGER
 from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.report import write_evaluation_report
-from pinner_assets.resources import EvaluationSplit, PinnerStorage
+from pinner_assets.resources import ActionSource, EvaluationSplit, PinnerStorage
 from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
 from pinner_assets.training import load_latest_model
 
@@ -35,9 +36,14 @@ def _embeddings(con: duckdb.DuckDBPyConnection, day: datetime.date) -> pl.DataFr
 
 
 def future_positives(
-    con: duckdb.DuckDBPyConnection, day: datetime.date, horizon: int, users: np.ndarray
+    con: duckdb.DuckDBPyConnection,
+    day: datetime.date,
+    horizon: int,
+    users: np.ndarray,
+    rule: PositiveRule,
 ) -> tuple[pl.DataFrame, int]:
-    """Positive engagements of `users` in (day, day + horizon]; and how many days are stored."""
+    """Positive engagements (by the source's `rule`) of `users` in (day, day + horizon]; and how
+    many days are stored."""
     end = day + datetime.timedelta(days=horizon)
     con.register("_eval_users", pl.DataFrame({"user_id": users}).to_arrow())
     rows = con.execute(
@@ -52,7 +58,7 @@ def future_positives(
         "WHERE event_date > ? AND event_date <= ?",
         [day, end],
     ).fetchone()
-    mask = PositiveRule().mask(
+    mask = rule.mask(
         rows["action_type"].to_numpy().astype(str),
         rows["surface"].to_numpy().astype(str),
         rows["duration_s"].to_numpy(),
@@ -61,11 +67,20 @@ def future_positives(
 
 
 def score_day(
-    con: duckdb.DuckDBPyConnection, day: datetime.date, split: EvaluationSplit, max_len: int
+    con: duckdb.DuckDBPyConnection,
+    day: datetime.date,
+    split: EvaluationSplit,
+    max_len: int,
+    vocab: FeatureConfig,
+    rule: PositiveRule,
 ) -> dict[str, object]:
+    """The metrics of one day; `vocab` and `rule` are the source's (what is input, what is a
+    positive: labels, popularity and the recent-positives baseline)."""
     users = _embeddings(con, day)
     held = users.filter(pl.Series(is_eval_user(users["user_id"].to_numpy(), split.eval_fraction)))
-    positives, n_days = future_positives(con, day, split.horizon_days, held["user_id"].to_numpy())
+    positives, n_days = future_positives(
+        con, day, split.horizon_days, held["user_id"].to_numpy(), rule
+    )
     pins = load_pin_embeddings(con)
     catalog: PinCatalog = load_catalog(con)
     out: dict[str, object] = {"horizon_days_available": n_days}
@@ -86,7 +101,7 @@ def score_day(
 
     pop_counts = con.execute(
         f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
-        f"AND {PositiveRule().sql()} GROUP BY pin_id",
+        f"AND {rule.sql()} GROUP BY pin_id",
         [day],
     ).pl()
     popularity = np.zeros(len(catalog), dtype=np.float64)
@@ -94,7 +109,9 @@ def score_day(
     popularity[known[known >= 0]] = pop_counts["n"].to_numpy()[known >= 0]
 
     con.register("_held", held.select("user_id").to_arrow())
-    history = to_timelines(query_last_actions(con, day, "SELECT user_id FROM _held"), catalog)
+    history = to_timelines(
+        query_last_actions(con, day, "SELECT user_id FROM _held", vocab), catalog, vocab, rule
+    )
     con.unregister("_held")
     # history may lack a user with no usable action in the lookback: align by id, zeros otherwise.
     recent = np.zeros((held.height, catalog.embeddings.shape[1]), dtype=np.float32)
@@ -129,16 +146,19 @@ def evaluation_report(
     duckdb: DuckDBResource,
     storage: PinnerStorage,
     split: EvaluationSplit,
+    source: ActionSource,
 ) -> dg.MaterializeResult:
     """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines, an
     Evidently HTML report (today's vs yesterday's user-embedding drift, the metric table, the
-    training curve): reports/<day>/metrics.json and report.html."""
+    training curve): reports/<day>/metrics.json and report.html. Positives follow the source's
+    rule."""
     model, version = load_latest_model(storage)
+    vocab, rule = source.feature_config(), source.rule()
     headline: dict[str, object] = {}
     for key in context.partition_keys:
         day = datetime.date.fromisoformat(key)
         with duckdb.get_connection() as con:
-            metrics = score_day(con, day, split, model.config.max_len)
+            metrics = score_day(con, day, split, model.config.max_len, vocab, rule)
             today = embedding_matrix(_embeddings(con, day))
             yesterday_df = _embeddings(con, day - datetime.timedelta(days=1))
         payload = {"as_of": key, "model_version": version, **metrics}

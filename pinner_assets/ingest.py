@@ -9,8 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.contract import ContractError, conform, validate_actions
 from pinner_assets.partitions import daily_partitions
-from pinner_assets.resources import ActionSource, PinnerStorage
-from pinner_assets.timelines import VOCAB
+from pinner_assets.resources import ActionSource, EvaluationSplit, PinnerStorage, item_cutoff
 from pinner_assets.warehouse import ensure_tables, replace_day, to_naive_utc
 
 RAW_CHECKS = ("contract", "ids_not_null", "duration_valid", "ts_inside_partition", "oov_rate")
@@ -33,23 +32,31 @@ def raw_actions(
 ) -> dg.MaterializeResult:
     """One day of engagement (DESIGN §4 contract) from the configured source.
 
-    Every day is validated BEFORE it is written. A day that breaks a blocking rule is not written
-    (the stored day, if any, stays as it was), is quarantined as Parquet for inspection, and its
-    blocking checks fail, which stops everything downstream of it.
+    Every day is validated BEFORE it is written, against the source's own vocabulary (action
+    types, surfaces). A day that breaks a blocking rule is not written (the stored day, if any,
+    stays as it was), is quarantined as Parquet for inspection, and its blocking checks fail,
+    which stops everything downstream of it.
     """
+    vocab = source.feature_config()
+    span = source.date_span()
     failures: dict[str, list[str]] = {}
     warnings: dict[str, list[str]] = {}
     rows = 0
     for key in context.partition_keys:
         day = datetime.date.fromisoformat(key)
         raw = source.load_day(day)
+        if span is not None and not span[0] <= day <= span[1]:
+            context.log.warning(
+                f"raw_actions[{key}]: the {source.kind} log spans {span[0]} .. {span[1]}, not "
+                "this day; set PINNER_START_DATE / PINNER_END_DATE to its dates (docs/REAL_DATA.md)"
+            )
         try:
             df = conform(raw)
         except ContractError as err:
             failures.setdefault("contract", []).append(f"{key}: {err}")
             _quarantine(storage, key, raw)
             continue
-        results = validate_actions(df, day, VOCAB.action_types, VOCAB.surfaces)
+        results = validate_actions(df, day, vocab.action_types, vocab.surfaces)
         bad = [r for r in results if r.blocking and not r.passed]
         for r in results:
             if not r.passed:
@@ -84,6 +91,7 @@ def raw_actions(
     ]
     return dg.MaterializeResult(
         metadata={
+            "source": source.kind,
             "rows": rows,
             "days": len(context.partition_keys),
             "rejected_days": len({m.split(":")[0] for msgs in failures.values() for m in msgs}),
@@ -103,9 +111,16 @@ def _quarantine(storage: PinnerStorage, key: str, df: pl.DataFrame) -> str:
     group_name="ingest",
     check_specs=[dg.AssetCheckSpec("embeddings_finite", asset="pin_features", blocking=True)],
 )
-def pin_features(source: ActionSource, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    """Item content embeddings (the PinSage stand-in): pin_id, embedding FLOAT[d], topic."""
-    df = source.load_pins().select(
+def pin_features(
+    source: ActionSource, split: EvaluationSplit, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    """Item content embeddings (the PinSage stand-in): pin_id, embedding FLOAT[d], topic.
+
+    For a real log they are built from its metadata and co-engagement strictly before 00:00 UTC
+    of the day after split.train_end_date (the last training day), so nothing from the
+    evaluation period leaks into an item vector (ActionSource.load_pins).
+    """
+    df = source.load_pins(split.train_end).select(
         pl.col("pin_id").cast(pl.Int64),
         pl.col("embedding").cast(pl.List(pl.Float32)),
         pl.col("topic").cast(pl.Int32),
@@ -125,7 +140,12 @@ def pin_features(source: ActionSource, duckdb: DuckDBResource) -> dg.Materialize
             )
             con.execute("COMMIT")
     return dg.MaterializeResult(
-        metadata={"pins": df.height, "dim": dim},
+        metadata={
+            "pins": df.height,
+            "dim": dim,
+            "source": source.kind,
+            "cutoff": str(item_cutoff(split.train_end)) if source.is_log else "none",
+        },
         check_results=[
             dg.AssetCheckResult(
                 check_name="embeddings_finite",

@@ -1,5 +1,6 @@
 """user_timelines (daily) and training_timelines: one row per user, built by DuckDB SQL."""
 
+import dataclasses
 import datetime
 
 import dagster as dg
@@ -10,13 +11,12 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.evaluation import is_eval_user
 from model_core.features import FeatureConfig
-from model_core.timelines import PinCatalog, Timelines
+from model_core.timelines import PinCatalog, PositiveRule, Timelines
 from pinner_assets.automation import DAILY_EAGER
 from pinner_assets.partitions import daily_partitions
-from pinner_assets.resources import EvaluationSplit
+from pinner_assets.resources import ActionSource, EvaluationSplit
 from pinner_assets.warehouse import replace_day
 
-VOCAB = FeatureConfig()
 MAX_LEN = 64  # M: the model's window; timelines keep exactly what inference reads
 # How far back a timeline looks. It is also the declared lineage (user_timelines[D] reads
 # raw_actions[D - LOOKBACK_DAYS + 1 .. D]), so repairing an old day recomputes exactly the
@@ -29,9 +29,10 @@ LOOKBACK = dg.TimeWindowPartitionMapping(
 
 def last_actions_sql(users: str) -> str:
     """Per user in the `users` sub-query: their last $max_len in-vocabulary actions in the
-    LOOKBACK_DAYS days up to $day.
+    $lookback days up to $day.
 
-    Out-of-vocabulary rows are dropped here (the paper drops them) so the window is full.
+    Out-of-vocabulary rows ($action_types, $surfaces: the source's vocabulary) are dropped here
+    (the paper drops them) so the window is full.
     """
     return f"""
         WITH ranked AS (
@@ -56,17 +57,19 @@ def query_last_actions(
     con: duckdb.DuckDBPyConnection,
     day: datetime.date,
     users: str,
+    vocab: FeatureConfig,
     max_len: int = MAX_LEN,
     lookback: int = LOOKBACK_DAYS,
 ) -> pl.DataFrame:
+    """`last_actions_sql` for `users`, keeping the action types and surfaces of `vocab`."""
     return con.execute(
         last_actions_sql(users),
         {
             "day": day,
             "max_len": max_len,
             "lookback": lookback,
-            "action_types": list(VOCAB.action_types),
-            "surfaces": list(VOCAB.surfaces),
+            "action_types": list(vocab.action_types),
+            "surfaces": list(vocab.surfaces),
         },
     ).pl()
 
@@ -83,10 +86,18 @@ def load_catalog(con: duckdb.DuckDBPyConnection) -> PinCatalog:
     return PinCatalog.from_frame(df)
 
 
-def to_timelines(rows: pl.DataFrame, catalog: PinCatalog) -> Timelines:
-    content_dim = int(catalog.embeddings.shape[1])
+def model_features(vocab: FeatureConfig, catalog: PinCatalog) -> FeatureConfig:
+    """The source's vocabulary (`vocab`) with the pin features' content width."""
+    return dataclasses.replace(vocab, content_dim=int(catalog.embeddings.shape[1]))
+
+
+def to_timelines(
+    rows: pl.DataFrame, catalog: PinCatalog, vocab: FeatureConfig, rule: PositiveRule
+) -> Timelines:
+    """Query rows → model_core Timelines: vocabulary ids from `vocab` (the source's, or the
+    model's at inference), positive flags from the source's `rule`."""
     timelines, _ = Timelines.from_actions(
-        explode(rows), catalog, FeatureConfig(content_dim=content_dim)
+        explode(rows), catalog, model_features(vocab, catalog), rule
     )
     return timelines
 
@@ -100,16 +111,17 @@ def to_timelines(rows: pl.DataFrame, catalog: PinCatalog) -> Timelines:
     automation_condition=DAILY_EAGER,
 )
 def user_timelines(
-    context: dg.AssetExecutionContext, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, source: ActionSource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     """For the users active on the day: their last M actions (within LOOKBACK_DAYS) up to the
-    end of the day."""
+    end of the day, in the source's vocabulary."""
+    vocab = source.feature_config()
     counts = []
     with duckdb.get_connection() as con:
         for key in context.partition_keys:
             day = datetime.date.fromisoformat(key)
             active = f"SELECT DISTINCT user_id FROM raw_actions WHERE event_date = DATE '{day}'"
-            rows = query_last_actions(con, day, active)
+            rows = query_last_actions(con, day, active, vocab)
             replace_day(con, "user_timelines", "as_of", day, rows)
             counts.append(rows.height)
     return dg.MaterializeResult(
@@ -118,10 +130,14 @@ def user_timelines(
 
 
 @dg.asset(deps=["raw_actions"], pool="duckdb", group_name="training")
-def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def training_timelines(
+    split: EvaluationSplit, source: ActionSource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     """One row per TRAINING user (held-out users excluded): their whole timeline up to
-    train_end_date. Training examples are sampled from it on the fly (paper §3.5)."""
+    train_end_date, in the source's vocabulary. Training examples are sampled from it on the
+    fly (paper §3.5)."""
     end = split.train_end
+    vocab = source.feature_config()
     with duckdb.get_connection() as con:
         users = (
             con.execute(
@@ -133,7 +149,12 @@ def training_timelines(split: EvaluationSplit, duckdb: DuckDBResource) -> dg.Mat
         train_users = users[~is_eval_user(users.astype(np.int64), split.eval_fraction)]
         con.register("_train_users", pl.DataFrame({"user_id": train_users}).to_arrow())
         rows = query_last_actions(
-            con, end, "SELECT user_id FROM _train_users", max_len=1_000_000, lookback=100_000
+            con,
+            end,
+            "SELECT user_id FROM _train_users",
+            vocab,
+            max_len=1_000_000,
+            lookback=100_000,
         )
         con.execute("BEGIN TRANSACTION")
         con.execute("DROP TABLE IF EXISTS training_timelines")

@@ -20,8 +20,8 @@ from model_core.recipe import RecipeConfig, fit
 from model_core.sampler import SamplerConfig
 from model_core.sketch import CountMinSketch
 from model_core.trainer import TrainConfig, resolve_device, save_checkpoint
-from pinner_assets.resources import ComputeResource, PinnerStorage
-from pinner_assets.timelines import MAX_LEN, load_catalog, to_timelines
+from pinner_assets.resources import ActionSource, ComputeResource, PinnerStorage
+from pinner_assets.timelines import MAX_LEN, load_catalog, model_features, to_timelines
 
 # Kubernetes: the training step asks for a GPU node (applies with the k8s_job_executor).
 GPU_TAGS = {
@@ -41,11 +41,14 @@ SKETCH_FILE = ("sketch", "count_min_sketch.npz")
 LATEST_MODEL = ("models", "latest.json")
 
 
-def load_training_timelines(duckdb: DuckDBResource):  # -> (Timelines, PinCatalog)
+def load_training_timelines(
+    duckdb: DuckDBResource, source: ActionSource
+):  # -> (Timelines, PinCatalog)
+    """The training timelines in the source's vocabulary, positives by the source's rule."""
     with duckdb.get_connection() as con:
         catalog = load_catalog(con)
         rows = con.execute("SELECT * FROM training_timelines ORDER BY user_id").pl()
-    return to_timelines(rows, catalog), catalog
+    return to_timelines(rows, catalog, source.feature_config(), source.rule()), catalog
 
 
 class SketchConfig(dg.Config):
@@ -55,10 +58,11 @@ class SketchConfig(dg.Config):
 
 @dg.asset(deps=["training_timelines", "pin_features"], group_name="training")
 def count_min_sketch(
-    config: SketchConfig, duckdb: DuckDBResource, storage: PinnerStorage
+    config: SketchConfig, duckdb: DuckDBResource, storage: PinnerStorage, source: ActionSource
 ) -> dg.MaterializeResult:
-    """Count-min sketch of positive-item frequency in the training data (feeds logQ)."""
-    timelines, _ = load_training_timelines(duckdb)
+    """Count-min sketch of positive-item frequency in the training data (feeds logQ); positive
+    by the source's rule."""
+    timelines, _ = load_training_timelines(duckdb, source)
     sketch = CountMinSketch(config.width, config.depth, seed=0)
     sketch.add(timelines.pin_id[timelines.positive])
     sketch.save(storage.path(*SKETCH_FILE))
@@ -100,10 +104,11 @@ class ModelTraining(dg.Config):
         "pins above unpopular ones of the same topic. `pinner compare` measures both.",
     )
 
-    def recipe(self, content_dim: int, device: str) -> RecipeConfig:
+    def recipe(self, features: FeatureConfig, device: str) -> RecipeConfig:
+        """`features`: the source's vocabulary with the pin features' content width."""
         return RecipeConfig(
             model=ModelConfig(
-                features=FeatureConfig(content_dim=content_dim),
+                features=features,
                 max_len=MAX_LEN,
                 hidden=self.hidden,
                 n_layers=self.n_layers,
@@ -144,16 +149,18 @@ def trained_model(
     duckdb: DuckDBResource,
     storage: PinnerStorage,
     compute: ComputeResource,
+    source: ActionSource,
 ) -> dg.MaterializeResult:
     """PinnerFormer trained on the training timelines; checkpoint + config + curves.
 
-    Runs on CUDA (bf16 autocast) when one is present, else the CPU. Writes
-    models/<version>/model.pt and points models/latest.json at it.
+    The model's action-type and surface vocabularies are the source's (they travel in the
+    checkpoint), labels follow the source's positive rule. Runs on CUDA (bf16 autocast) when one
+    is present, else the CPU. Writes models/<version>/model.pt and points models/latest.json at it.
     """
-    timelines, catalog = load_training_timelines(duckdb)
+    timelines, catalog = load_training_timelines(duckdb, source)
     sketch = CountMinSketch.load(storage.path(*SKETCH_FILE))
     device = str(resolve_device(compute.device))
-    recipe = config.recipe(int(catalog.embeddings.shape[1]), device)
+    recipe = config.recipe(model_features(source.feature_config(), catalog), device)
     fitted = fit(timelines, catalog, recipe, sketch=sketch)
     model = fitted.model.cpu()
     version = model_version(model)
