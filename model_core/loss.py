@@ -132,17 +132,22 @@ def sampled_softmax_loss(
         *(torch.cat([getattr(p, f) for p in pools]) for f in Candidates.__dataclass_fields__)
     )
 
-    pos_logit = (user_emb * positives.emb).sum(-1) / temperature  # (N,)
-    neg_logits = user_emb @ pool.emb.T / temperature  # (N, K)
+    # Every [N, K] pass counts (SASRec has ~64 pairs per sequence against a ~7k pool), so 1/τ is
+    # folded into the user side and -log Q into the matmul, and the positive joins through
+    # logaddexp instead of a concatenated copy. Masked negatives get the most negative finite
+    # float, not -inf, so a row whose negatives are all masked still has finite gradients.
+    scaled = user_emb / temperature  # (N, D)
+    pos_logit = (scaled * positives.emb).sum(-1)  # (N,)
     if config.logq:
         pos_logit = pos_logit - positives.log_q
-        neg_logits = neg_logits - pool.log_q.unsqueeze(0)
-    same_user = positives.users.unsqueeze(1) == pool.users.unsqueeze(0)
-    same_item = positives.ids.unsqueeze(1) == pool.ids.unsqueeze(0)
-    neg_logits = neg_logits.masked_fill(same_user | same_item, float("-inf"))
-
-    logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)  # (N, 1 + K)
-    per_pair = torch.logsumexp(logits, dim=1) - pos_logit  # (N,)
+        neg_logits = torch.addmm(-pool.log_q.unsqueeze(0), scaled, pool.emb.T)  # (N, K)
+    else:
+        neg_logits = scaled @ pool.emb.T  # (N, K)
+    masked = (positives.users.unsqueeze(1) == pool.users.unsqueeze(0)) | (
+        positives.ids.unsqueeze(1) == pool.ids.unsqueeze(0)
+    )
+    neg_logits = neg_logits.masked_fill(masked, torch.finfo(neg_logits.dtype).min)
+    per_pair = torch.logaddexp(pos_logit, torch.logsumexp(neg_logits, dim=1)) - pos_logit  # (N,)
     return (per_pair * embedding_weights(emb_key)).sum()
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.testing import assert_close
 
 from model_core.loss import (
@@ -187,3 +188,21 @@ def test_bce_matches_per_pair_reference() -> None:
             term += -math.log(1 - 1 / (1 + math.exp(-s_neg)))
         want += weights[i] * term
     assert_close(got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_with_every_negative_masked_has_finite_gradients() -> None:
+    """One user owns every in-batch positive: all its negatives are masked, its loss is zero and
+    nothing turns into NaN (masked logits are the most negative finite float, not -inf)."""
+    u = F.normalize(torch.randn(3, 4), dim=-1).requires_grad_()
+    p = F.normalize(torch.randn(3, 4), dim=-1).requires_grad_()
+    same = torch.zeros(3, dtype=torch.int64)
+    positives = Candidates(p, torch.arange(3), same, torch.zeros(3))
+    loss = sampled_softmax_loss(
+        u, positives, torch.arange(3), torch.tensor(0.1), LossConfig(negatives="in_batch")
+    )
+    loss.backward()
+    assert loss.item() == 0.0
+    assert u.grad is not None
+    assert torch.isfinite(u.grad).all()
+    assert p.grad is not None
+    assert torch.isfinite(p.grad).all()
