@@ -103,7 +103,7 @@ def bench_step(device: torch.device, quick: bool) -> None:
 def bench_loss(device: torch.device, quick: bool) -> None:
     print("\n## sampled-softmax loss, forward + backward (D=64)")
     print(f"{'pairs':>7}{'random':>8}{'ms':>9}{'x in-batch only':>17}")
-    for n in (1024,) if quick else (1024, 4096):
+    for n in (1024,) if quick else (1024, 4096, 8192):  # 8192: SASRec pairs per batch
         u = F.normalize(torch.randn(n, 64, device=device), dim=-1).requires_grad_()
         pos = Candidates(
             F.normalize(torch.randn(n, 64, device=device), dim=-1).requires_grad_(),
