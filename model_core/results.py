@@ -59,10 +59,15 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
             seeds = len(next(r for r in rows if r["variant"] == variant)["seeds"])
             lines.append(f"| {variant} | {' | '.join(cells)} | {seeds} |")
         first = rows[0]
+        what = (
+            "a column is when each embedding was computed (the model is the same)"
+            if table == "inference"
+            else "a per-type column scores that type's positives only"
+        )
         lines += [
             "",
-            f"Recall@10 [95% CI]; {first['eval_users']} users, {first['eval_positives']} "
-            "positives in all; a per-type column scores that type's positives only.",
+            f"Recall@10 [95% CI] (paper's figure); {first['eval_users']} users, "
+            f"{first['eval_positives']} positives in all; {what}.",
         ]
         return lines
     lines = [
