@@ -56,9 +56,9 @@ from model_core.features import FeatureConfig
 from model_core.inference_frequency import MODES, inference_frequency_metrics
 from model_core.item_features import item_content_embeddings
 from model_core.leave_one_out import LeaveOneOut, full_ranks, leave_one_out
-from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_rate_and_ndcg_at_k
+from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_and_ndcg_per_user
 from model_core.model import ModelConfig, PinnerFormer
-from model_core.pinnersage import PinnerSageConfig, pinnersage_loo, pinnersage_metrics
+from model_core.pinnersage import PinnerSageConfig, pinnersage_loo_ranks, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.timelines import PinCatalog, Timelines
@@ -378,17 +378,15 @@ def loo_rows(
 ) -> list[dict[str, Any]]:
     rows = []
     for name, variant in variants(table, data).items():
-        hr, ndcg = [], []
+        ranks = []
         seconds = 0.0
         for seed in seeds:
             model, took = trainer(variant.change(base(seed)), variant.label_action)
             seconds += took / len(seeds)
             users = embed_users(model, loo.history, data.catalog)
             items = embed_pins(model, data.catalog.embeddings, data.catalog.pin_ids)
-            h, n = hit_rate_and_ndcg_at_k(full_ranks(users, items, loo.target_pin_row))
-            hr.append(h)
-            ndcg.append(n)
-        rows.append(_loo_row(table, name, hr, ndcg, seeds, loo, seconds))
+            ranks.append(full_ranks(users, items, loo.target_pin_row))
+        rows.append(_loo_row(table, name, ranks, seeds, seconds))
     return rows
 
 
@@ -398,32 +396,32 @@ def loo_baselines(data: Data, loo: LeaveOneOut) -> list[dict[str, Any]]:
     content = data.catalog.embeddings
     recent = recent_mean(loo.history, data.catalog, SamplerConfig().max_len)
     scorers = {"popularity": (ones, pop), "recent_mean": (recent, content)}
-    found = {
-        name: hit_rate_and_ndcg_at_k(full_ranks(u, items, loo.target_pin_row))
-        for name, (u, items) in scorers.items()
-    }
-    found.update(pinnersage_loo(loo.history, data.catalog, loo.target_pin_row, PinnerSageConfig()))
-    return [_loo_row("baselines", name, [h], [n], [0], loo, 0.0) for name, (h, n) in found.items()]
+    ranks = {name: full_ranks(u, items, loo.target_pin_row) for name, (u, items) in scorers.items()}
+    ranks.update(
+        pinnersage_loo_ranks(loo.history, data.catalog, loo.target_pin_row, PinnerSageConfig())
+    )
+    return [_loo_row("baselines", name, [r], [0], 0.0) for name, r in ranks.items()]
 
 
 def _loo_row(
-    table: str,
-    variant: str,
-    hr: list[float],
-    ndcg: list[float],
-    seeds: list[int],
-    loo: LeaveOneOut,
-    seconds: float,
+    table: str, variant: str, ranks: list[np.ndarray], seeds: list[int], seconds: float
 ) -> dict[str, Any]:
+    """One row from each seed's [U] ranks: seed means, seed spread, and 95% bootstrap intervals
+    over users of the per-user hit / NDCG averaged over seeds."""
+    per_seed = [hit_and_ndcg_per_user(r) for r in ranks]
+    hr = [float(h.mean()) for h, _ in per_seed]
+    ndcg = [float(n.mean()) for _, n in per_seed]
     return {
         "table": table,
         "variant": variant,
         "hr_at_10": float(np.mean(hr)),
+        "hr_at_10_ci": list(bootstrap_ci(np.mean([h for h, _ in per_seed], axis=0))),
         "hr_at_10_seed_std": float(np.std(hr)),
         "ndcg_at_10": float(np.mean(ndcg)),
+        "ndcg_at_10_ci": list(bootstrap_ci(np.mean([n for _, n in per_seed], axis=0))),
         "ndcg_at_10_seed_std": float(np.std(ndcg)),
         "seeds": seeds,
-        "eval_users": int(loo.history.n_users),
+        "eval_users": int(len(ranks[0])),
         "train_seconds": round(seconds, 1),
     }
 

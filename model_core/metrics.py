@@ -227,14 +227,20 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def hit_and_ndcg_per_user(ranks: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out per-user 1{rank < k} and 1{rank < k} / log2(rank + 2), both [U] float64
+    (for bootstrap intervals). ranks: [U] int64 0-based rank of the held-out item."""
+    r = np.asarray(ranks, dtype=np.float64)
+    hit = r < k
+    return hit.astype(np.float64), np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
+
+
 def hit_rate_and_ndcg_at_k(ranks: np.ndarray, k: int = 10) -> tuple[float, float]:
     """Leave-one-out HR@k and NDCG@k. ranks: [U] int64, 0-based rank of the held-out item under
     full ranking. HR = mean 1{rank < k}; NDCG = mean 1{rank < k} / log2(rank + 2)."""
-    r = np.asarray(ranks, dtype=np.float64)
-    if r.size == 0:
+    if np.asarray(ranks).size == 0:
         return math.nan, math.nan
-    hit = r < k
-    ndcg = np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
+    hit, ndcg = hit_and_ndcg_per_user(ranks, k)
     return float(hit.mean()), float(ndcg.mean())
 
 

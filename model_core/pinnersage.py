@@ -404,15 +404,29 @@ def pinnersage_loo(
     k: int = 10,
     chunk_elems: int = 1 << 25,
 ) -> dict[str, tuple[float, float]]:
-    """Leave-one-out HR@k and NDCG@k of PinnerSage, full ranking over the whole catalogue.
+    """{"pinnersage_oracle": (HR@k, NDCG@k), "pinnersage_round_robin": (HR@k, NDCG@k)} from
+    `pinnersage_loo_ranks`."""
+    ranks = pinnersage_loo_ranks(history, catalog, target_pin_row, cfg, k, chunk_elems)
+    return {name: hit_rate_and_ndcg_at_k(r, k) for name, r in ranks.items()}
+
+
+def pinnersage_loo_ranks(
+    history: Timelines,
+    catalog: PinCatalog,
+    target_pin_row: np.ndarray,
+    cfg: PinnerSageConfig | None = None,
+    k: int = 10,
+    chunk_elems: int = 1 << 25,
+) -> dict[str, np.ndarray]:
+    """Leave-one-out ranks ([U] int64) of PinnerSage, full ranking over the whole catalogue.
 
     target_pin_row: [U] int64 catalogue row of each user's held-out item, aligned with
     history.user_ids (`model_core.leave_one_out.LeaveOneOut`). Under medoid c the target's rank
     is the number of OTHER catalogue items scoring >= it (pessimistic ties, as `full_ranks`).
     oracle: the best rank over the user's clusters (an upper bound); round_robin: the target's
-    position in the blend of the other items (module docstring). Returns
-    {"pinnersage_oracle": (HR, NDCG), "pinnersage_round_robin": (HR, NDCG)}. Peak memory is one
-    score block of about ``chunk_elems`` float32.
+    position in the blend of the other items (module docstring); a rank >= k is a miss, beyond
+    that its value only orders misses. Peak memory is one score block of about ``chunk_elems``
+    float32.
     """
     cfg = cfg or PinnerSageConfig()
     target = np.asarray(target_pin_row, dtype=np.int64)
@@ -458,7 +472,4 @@ def pinnersage_loo(
         )
     else:  # a one-item catalogue: the target is alone
         rr_rank = np.zeros(n_users, dtype=np.int64)
-    return {
-        "pinnersage_oracle": hit_rate_and_ndcg_at_k(oracle_rank, k),
-        "pinnersage_round_robin": hit_rate_and_ndcg_at_k(rr_rank, k),
-    }
+    return {"pinnersage_oracle": oracle_rank, "pinnersage_round_robin": rr_rank}

@@ -86,14 +86,20 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| variant | HR@10 | NDCG@10 | seeds | users | train s |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | HR@10 [95% CI] | NDCG@10 [95% CI] | seeds | users | train s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        spread = ""
-        if len(r["seeds"]) > 1:
-            spread = f" ±{r['hr_at_10_seed_std']:.4f}"
+        cells = []
+        for metric in ("hr_at_10", "ndcg_at_10"):
+            spread = f" ±{r[metric + '_seed_std']:.4f}" if len(r["seeds"]) > 1 else ""
+            lo, hi = r.get(metric + "_ci", (None, None))
+            ci = f" [{_fmt(lo, 3)}, {_fmt(hi, 3)}]" if lo is not None else ""
+            cells.append(f"{_fmt(r[metric])}{spread}{ci}")
         lines.append(
-            f"| {r['variant']} | {_fmt(r['hr_at_10'])}{spread} | {_fmt(r['ndcg_at_10'])} | "
-            f"{len(r['seeds'])} | {r['eval_users']} | {r.get('train_seconds', 0.0)} |"
+            f"| {r['variant']} | {cells[0]} | {cells[1]} | {len(r['seeds'])} | "
+            f"{r['eval_users']} | {r.get('train_seconds', 0.0)} |"
         )
     return lines
 

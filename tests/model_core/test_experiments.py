@@ -25,6 +25,8 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
     loo = run("synthetic", None, ["pin_ids"], "leave_one_out", steps=2, seeds=[0], quick=True)
     for row in loo["rows"]:
         assert 0.0 <= row["ndcg_at_10"] <= row["hr_at_10"] <= 1.0
+        lo, hi = row["hr_at_10_ci"]
+        assert lo <= row["hr_at_10"] <= hi
         assert "recall_at_10" not in row
     write({**paper, "command": "pinner experiment A"}, tmp_path / "a.json")
     write({**loo, "command": "pinner experiment B"}, tmp_path / "b.json")
