@@ -26,6 +26,8 @@ synthetic_and_movielens_loo() {
     --steps 200 --seeds 0,1 --out results/synthetic_paper.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
     --tables objectives,bce --steps 150 --seeds 0,1 --out results/movielens_loo.json
+  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
+    --tables negatives,features --steps 150 --out results/movielens_loo_ablations.json
 }
 
 taobao_and_movielens_paper() {
@@ -37,6 +39,9 @@ taobao_and_movielens_paper() {
     --pin-id-buckets 65536 --item-engagement all --out results/taobao_paper.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol paper \
     --tables objectives --steps 100 --out results/movielens_paper.json
+  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
+    --tables negatives,features --steps 300 \
+    --pin-id-buckets 65536 --item-engagement all --out results/taobao_loo_ablations.json
 }
 
 begin=$SECONDS
