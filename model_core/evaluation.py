@@ -14,6 +14,7 @@ falling back to their last M actions when they have none).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from model_core.embed import embed_pins, embed_users
 from model_core.metrics import RetrievalMetrics, evaluate_retrieval
 from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, Timelines
+
+K = TypeVar("K")
 
 DAY_S = 86_400
 
@@ -151,22 +154,35 @@ def model_metrics(
     model: PinnerFormer,
     eval_set: EvalSet,
     catalog: PinCatalog,
-    positives: np.ndarray | None = None,
     device: torch.device | str = "cpu",
 ) -> RetrievalMetrics:
-    """The model's §4.1 metrics with embeddings at t; `positives` ([P] bool) scores a subset of
-    the positives (e.g. one action type, Table 5)."""
+    """The model's §4.1 metrics with embeddings at t, on every positive."""
+    return model_metrics_by(model, eval_set, catalog, {None: None}, device)[None]
+
+
+def model_metrics_by(
+    model: PinnerFormer,
+    eval_set: EvalSet,
+    catalog: PinCatalog,
+    subsets: dict[K, np.ndarray | None],
+    device: torch.device | str = "cpu",
+) -> dict[K, RetrievalMetrics]:
+    """`model_metrics` per subset of the positives ([P] bool, None = all; e.g. one action type
+    for Table 5), embedding users and pins once."""
     es = eval_set
-    keep = np.ones(len(es.positive_user), dtype=bool) if positives is None else positives
     pin_emb = embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
     user_emb = embed_users(model, es.history, catalog, device=device)
-    return evaluate_retrieval(
-        user_emb,
-        es.positive_user[keep],
-        pin_emb[es.positive_pin_row[keep]],
-        pin_emb[es.index_rows],
-        catalog.topics[es.index_rows],
-    )
+    out = {}
+    for key, keep in subsets.items():
+        keep = np.ones(len(es.positive_user), dtype=bool) if keep is None else keep
+        out[key] = evaluate_retrieval(
+            user_emb,
+            es.positive_user[keep],
+            pin_emb[es.positive_pin_row[keep]],
+            pin_emb[es.index_rows],
+            catalog.topics[es.index_rows],
+        )
+    return out
 
 
 def baseline_metrics(

@@ -48,7 +48,7 @@ from model_core.evaluation import (
     EvalSet,
     baseline_metrics,
     build_eval_set,
-    model_metrics,
+    model_metrics_by,
     popularity_counts,
     recent_mean,
 )
@@ -61,7 +61,7 @@ from model_core.model import ModelConfig, PinnerFormer
 from model_core.pinnersage import PinnerSageConfig, pinnersage_loo_ranks, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
-from model_core.timelines import PinCatalog, Timelines
+from model_core.timelines import PinCatalog, PositiveRule, Timelines
 from model_core.trainer import TrainConfig
 
 Change = Callable[[RecipeConfig], RecipeConfig]
@@ -179,12 +179,7 @@ def load(
     if protocol == "leave_one_out":
         # Item vectors may use every interaction except the held-out ones and what follows them
         # (the standard setup): drop each user's last positive and everything at or after it.
-        mask = log.rule.mask(
-            log.actions["action_type"].to_numpy().astype(str),
-            log.actions["surface"].to_numpy().astype(str),
-            log.actions["duration_s"].to_numpy(),
-        )
-        acts = log.actions.with_columns(pl.Series("positive", mask))
+        acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
         last = (
             acts.filter(pl.col("positive")).group_by("user_id").agg(pl.col("ts").max().alias("t"))
         )
@@ -203,7 +198,7 @@ def load(
     return Data(log.name, timelines, catalog, features, split)
 
 
-def choose_split(actions: pl.DataFrame, rule: Any, horizon_days: int = 14) -> int:
+def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:
     """The global split time t for the paper protocol on a real log.
 
     Public logs are bursty (a MovieLens user rates for a day or two and leaves), so a fixed
@@ -214,11 +209,7 @@ def choose_split(actions: pl.DataFrame, rule: Any, horizon_days: int = 14) -> in
     """
     ts = actions["ts"].dt.epoch("s").to_numpy()
     users = actions["user_id"].to_numpy()
-    positive = rule.mask(
-        actions["action_type"].to_numpy().astype(str),
-        actions["surface"].to_numpy().astype(str),
-        actions["duration_s"].to_numpy(),
-    )
+    positive = rule.frame_mask(actions)
     lo, hi = np.quantile(ts, [0.5, 0.95])
     candidates = np.arange(lo - lo % 86_400, hi, 7 * 86_400, dtype=np.int64)
     best, best_n = int(np.quantile(ts, 0.8)), -1
@@ -279,12 +270,12 @@ def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, 
     if table == "inference":
         freq = inference_frequency_metrics(model, es, data.catalog, MODES)
         return {mode: m for mode, m in freq.items()}
-    out: dict[str | None, RetrievalMetrics] = {None: model_metrics(model, es, data.catalog)}
+    subsets: dict[str | None, np.ndarray | None] = {None: None}
     if table == "multitask":
         for action in data.positive_types:
             code = data.features.action_types.index(action) + 1
-            out[action] = model_metrics(model, es, data.catalog, es.positive_action == code)
-    return out
+            subsets[action] = es.positive_action == code
+    return model_metrics_by(model, es, data.catalog, subsets)
 
 
 class Trainer:

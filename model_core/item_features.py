@@ -180,12 +180,7 @@ def item_content_embeddings(
 
     before = log.actions.filter(pl.col("ts") < cutoff)
     if engagement == "positive":
-        keep = log.rule.mask(
-            before["action_type"].to_numpy().astype(str),
-            before["surface"].to_numpy().astype(str),
-            before["duration_s"].to_numpy(),
-        )
-        before = before.filter(pl.Series(keep))
+        before = before.filter(pl.Series(log.rule.frame_mask(before)))
     co_ids, co = co_engagement_vectors(
         before["user_id"].to_numpy().astype(np.int64),
         before["pin_id"].to_numpy().astype(np.int64),

@@ -56,6 +56,14 @@ class PositiveRule:
             typed |= (action_type == name) & (duration > threshold)
         return typed & np.isin(surface, list(self.surfaces))
 
+    def frame_mask(self, actions: pl.DataFrame) -> np.ndarray:
+        """[n] bool for the rows of a frame with columns action_type, surface, duration_s."""
+        return self.mask(
+            actions["action_type"].to_numpy().astype(str),
+            actions["surface"].to_numpy().astype(str),
+            actions["duration_s"].to_numpy(),
+        )
+
 
 @dataclass(frozen=True)
 class PinCatalog:

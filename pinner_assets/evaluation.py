@@ -58,12 +58,7 @@ def future_positives(
         "WHERE event_date > ? AND event_date <= ?",
         [day, end],
     ).fetchone()
-    mask = rule.mask(
-        rows["action_type"].to_numpy().astype(str),
-        rows["surface"].to_numpy().astype(str),
-        rows["duration_s"].to_numpy(),
-    )
-    return rows.filter(pl.Series(mask)), int(n_days[0]) if n_days else 0
+    return rows.filter(pl.Series(rule.frame_mask(rows))), int(n_days[0]) if n_days else 0
 
 
 def score_day(
