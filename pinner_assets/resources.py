@@ -319,9 +319,37 @@ class EvaluationSplit(dg.ConfigurableResource):
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """The training/inference device: auto → cuda when available, else cpu."""
+    """Where training and inference run: the device (auto → cuda when available, else cpu), how
+    trained_model launches torchrun through Dagster Pipes (a local subprocess or a Kubernetes pod,
+    pinner_assets.launch) and how many shards user_embeddings splits a day into."""
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    launcher: Literal["subprocess", "k8s"] = Field(
+        default="subprocess",
+        description="Where torchrun runs: a local subprocess (PipesSubprocessClient) or a "
+        "Kubernetes pod requesting nvidia.com/gpu (PipesK8sClient).",
+    )
+    nproc_per_node: int = Field(
+        default=1, description="Training ranks torchrun starts (one per GPU; gloo on CPU)."
+    )
+    training_data_url: str = Field(
+        default="",
+        description="fsspec URL (file://, s3://, gs://) where trained_model exports its Parquet "
+        "shards; empty = <data_dir>/training_data.",
+    )
+    checkpoint_every: int = Field(
+        default=0,
+        description="Checkpoint every N steps (small N on preemptible nodes); 0 = the recipe's.",
+    )
+    inference_shards: int = Field(
+        default=1,
+        description="S: user_embeddings splits the day's users by a stable hash into S shards "
+        "computed by parallel worker processes and merged in one transaction; 1 = in process.",
+    )
+    k8s_image: str = Field(
+        default="pinnerformer:latest", description="launcher=k8s: the training image."
+    )
+    k8s_namespace: str = Field(default="", description="launcher=k8s: namespace ('' = current).")
 
 
 def default_resources() -> dict[str, object]:

@@ -16,10 +16,11 @@ from pydantic import Field
 from model_core.features import FeatureConfig
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
-from model_core.recipe import RecipeConfig, fit
+from model_core.recipe import RecipeConfig
 from model_core.sampler import SamplerConfig
 from model_core.sketch import CountMinSketch
 from model_core.trainer import TrainConfig, resolve_device, save_checkpoint
+from pinner_assets.launch import launch_training
 from pinner_assets.resources import ActionSource, ComputeResource, PinnerStorage
 from pinner_assets.timelines import MAX_LEN, load_catalog, model_features, to_timelines
 
@@ -161,7 +162,10 @@ def trained_model(
     sketch = CountMinSketch.load(storage.path(*SKETCH_FILE))
     device = str(resolve_device(compute.device))
     recipe = config.recipe(model_features(source.feature_config(), catalog), device)
-    fitted = fit(timelines, catalog, recipe, sketch=sketch)
+    # torchrun through Dagster Pipes (pinner_assets.launch): logs stream in, resumes when killed
+    fitted, launch_metadata = launch_training(
+        context, storage, compute, timelines, catalog, sketch, recipe
+    )
     model = fitted.model.cpu()
     version = model_version(model)
     ckpt = storage.path("models", version, "model.pt")
@@ -197,6 +201,7 @@ def trained_model(
             "sequences_per_s": fitted.result.sequences_per_s,
             "training_curve": dg.MetadataValue.md(curve),
             "checkpoint": dg.MetadataValue.path(str(ckpt)),
+            **launch_metadata,
         }
     )
 

@@ -1,0 +1,226 @@
+"""The training worker: `torchrun --nproc-per-node N -m model_core.train_entry --job URL`.
+
+Reads a job (JSON at `URL`: where the Parquet training data is, the RecipeConfig, the checkpoint
+and the output paths), trains with `model_core.recipe.fit` (DDP when torchrun starts more than one
+rank: gloo on CPU, nccl on CUDA) and writes the model artefact plus a result summary.
+
+When Dagster launches it through Pipes (PipesSubprocessClient, PipesK8sClient) rank 0 opens the
+Pipes session: the trainer's log lines stream to the Dagster run as they happen, and the curves
+and metrics come back as the materialisation's metadata. Started by hand, it only logs. Rank 0 is
+the only rank that reports, logs and writes files (the trainer's rule too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import torch
+import torch.distributed as dist
+
+from model_core.recipe import Fitted, RecipeConfig, fit
+from model_core.trainer import TrainResult, save_checkpoint
+from model_core.training_data import read_training_data
+
+log = logging.getLogger("model_core.train_entry")
+PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"  # set by every Dagster Pipes client
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """What one training run reads and writes. Paths are local to the worker (a shared volume on
+    a cluster); `data_url` may be any fsspec URL."""
+
+    data_url: str  # Parquet shards written by model_core.training_data.write_training_data
+    recipe: dict[str, Any]  # dataclasses.asdict(RecipeConfig)
+    checkpoint: str  # resumed from when it exists, rewritten every checkpoint_every steps
+    output: str  # directory for model.pt and result.json
+
+    def save(self, url: str) -> None:
+        with fsspec.open(url, "w") as f:
+            f.write(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, url: str) -> TrainJob:
+        with fsspec.open(url, "r") as f:
+            return cls(**json.loads(f.read()))
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested, frozen) config dataclass from `dataclasses.asdict` output: nested
+    dataclass fields recurse, JSON lists become tuples where the field is a tuple."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue  # a field added since the job was written keeps its default
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return value if value is None or len(args) != 1 else _coerce(args[0], value)
+    if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        return config_from_dict(tp, value)  # type: ignore[arg-type]
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def recipe_from_dict(data: Mapping[str, Any]) -> RecipeConfig:
+    return config_from_dict(RecipeConfig, data)
+
+
+class _PipesLogHandler(logging.Handler):
+    """Forwards log records to the Dagster run through the Pipes context."""
+
+    def __init__(self, pipes: Any) -> None:
+        super().__init__(logging.INFO)
+        self.pipes = pipes
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.pipes.log.info(f"[{record.name}] {record.getMessage()}")
+
+
+@contextmanager
+def reporter(rank: int) -> Iterator[Any | None]:
+    """Rank 0 under a Dagster Pipes client: the open Pipes context; otherwise None."""
+    if rank != 0 or not os.environ.get(PIPES_CONTEXT_ENV):
+        yield None
+        return
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        handler = _PipesLogHandler(pipes)
+        root = logging.getLogger("model_core")
+        root.addHandler(handler)
+        try:
+            yield pipes
+        finally:
+            root.removeHandler(handler)
+
+
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, backend) from torchrun's environment; no process group when alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, "none"
+    backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), backend
+
+
+def curve_markdown(history: list[dict[str, float]]) -> str:
+    return "\n".join(
+        ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
+        + [
+            f"| {r['step']:.0f} | {r['loss']:.4f} | {r['lr']:.2e} | {r['temperature']:.3f} "
+            f"| {r['sequences_per_s']:.0f} |"
+            for r in history
+        ]
+    )
+
+
+def run(job: TrainJob) -> Fitted | None:
+    """Train one job; returns the fit on rank 0 (None on other ranks)."""
+    cfg = recipe_from_dict(job.recipe)
+    rank, world, backend = _init_distributed(cfg.train.device)
+    try:
+        with reporter(rank) as pipes:
+            t0 = time.perf_counter()
+            data = read_training_data(job.data_url)
+            t_read = time.perf_counter() - t0
+            ckpt = Path(job.checkpoint)
+            resumed = 0
+            if ckpt.exists():
+                resumed = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"])
+            log.info(
+                "rank %d/%d (%s): %d users read from %s in %.1fs%s",
+                rank,
+                world,
+                backend,
+                data.timelines.n_users,
+                job.data_url,
+                t_read,
+                f", resuming at step {resumed}" if resumed else "",
+            )
+            fitted = fit(
+                data.timelines, data.catalog, cfg, checkpoint_path=ckpt, sketch=data.sketch
+            )
+            if rank != 0:
+                return None
+            out = Path(job.output)
+            out.mkdir(parents=True, exist_ok=True)
+            model = fitted.model.cpu()
+            opt = torch.optim.AdamW(model.parameters())  # the checkpoint format carries one
+            save_checkpoint(
+                out / "model.pt", model, opt, fitted.result.steps, fitted.result.history
+            )
+            summary = {
+                "result": dataclasses.asdict(fitted.result),
+                "n_train_users": fitted.n_train_users,
+                "n_sequences_per_epoch": fitted.n_sequences_per_epoch,
+                "world_size": world,
+                "backend": backend,
+                "resumed_from_step": resumed,
+            }
+            (out / "result.json").write_text(json.dumps(summary, indent=2))
+            if pipes is not None:
+                history = fitted.result.history
+                pipes.report_asset_materialization(
+                    metadata={
+                        "launcher": "torchrun",
+                        "world_size": world,
+                        "backend": backend,
+                        "device": fitted.result.device,
+                        "resumed_from_step": resumed,
+                        "steps": fitted.result.steps,
+                        "final_loss": history[-1]["loss"] if history else float("nan"),
+                        "sequences_per_s": fitted.result.sequences_per_s,
+                        "sequences_per_s_per_rank": fitted.result.sequences_per_s / world,
+                        "training_curve": {"raw_value": curve_markdown(history), "type": "md"},
+                        "loss_curve": {"raw_value": history, "type": "json"},
+                        "data_url": {"raw_value": job.data_url, "type": "url"},
+                    }
+                )
+            return fitted
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def load_result(output: str | Path) -> tuple[dict[str, Any], TrainResult]:
+    """The summary a finished job wrote, with its TrainResult rebuilt."""
+    summary = json.loads((Path(output) / "result.json").read_text())
+    return summary, config_from_dict(TrainResult, summary["result"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="model_core.train_entry", description=__doc__)
+    parser.add_argument("--job", required=True, help="URL of the TrainJob JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    run(TrainJob.load(args.job))
+
+
+if __name__ == "__main__":
+    main()
