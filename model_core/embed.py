@@ -59,3 +59,18 @@ def embed_pins(
         ids = torch.from_numpy(np.ascontiguousarray(pin_ids[i : i + batch_size])).to(device)
         out[i : i + batch_size] = model.pin_tower(chunk, ids).float().cpu().numpy()
     return out
+
+
+def user_item_vectors(
+    model: torch.nn.Module, history: Timelines, catalog: PinCatalog
+) -> tuple[np.ndarray, np.ndarray]:
+    """Any scorer that ranks items by dot product: (users [U, D], items [N catalogue rows, D]).
+
+    PinnerFormer embeds through its two towers; other models (the reference SASRec) provide a
+    `vectors(history, catalog)` method.
+    """
+    if isinstance(model, PinnerFormer):
+        users = embed_users(model, history, catalog)
+        return users, embed_pins(model, catalog.embeddings, catalog.pin_ids)
+    vectors = model.vectors  # type: ignore[operator]
+    return vectors(history, catalog)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from model_core.embed import embed_pins, embed_users
-from model_core.metrics import RetrievalMetrics, evaluate_retrieval
+from model_core.metrics import RetrievalMetrics, evaluate_retrieval, index_positions
 from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, Timelines
 
@@ -181,6 +181,7 @@ def model_metrics_by(
             pin_emb[es.positive_pin_row[keep]],
             pin_emb[es.index_rows],
             catalog.topics[es.index_rows],
+            index_positions(es.index_rows, es.positive_pin_row[keep]),
         )
     return out
 
@@ -205,11 +206,12 @@ def baseline_metrics(
     content = catalog.embeddings / np.maximum(
         np.linalg.norm(catalog.embeddings, axis=1, keepdims=True), 1e-12
     )
+    in_index = index_positions(index_rows, positive_pin_row)
     return {
         "popularity": evaluate_retrieval(
-            ones, positive_user, pop[positive_pin_row], pop[index_rows], topics
+            ones, positive_user, pop[positive_pin_row], pop[index_rows], topics, in_index
         ),
         "recent_mean": evaluate_retrieval(
-            recent, positive_user, content[positive_pin_row], content[index_rows], topics
+            recent, positive_user, content[positive_pin_row], content[index_rows], topics, in_index
         ),
     }

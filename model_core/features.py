@@ -9,17 +9,25 @@ Every action i of a user becomes one vector a_i ∈ R^{D_in}, the concatenation 
   cos(2πt/p_i + φ_i), sin(2πt/p_i + φ_i) for every period p_i, plus log(t) — 2P+1 numbers:
     * the absolute timestamp (12 periods from 15 minutes to a year),
     * the time since the sequence's latest action,
-    * the gap to the next action (0 for the latest action),
-  the two relative ones with P_rel = 32 periods log-spaced from 1 second to 4 weeks.
+    * the gap to the PREVIOUS action (0 for the oldest): A.1 lists actions newest first, so its
+      "gap to the next action" is the time back to the one before,
+  the two relative ones with P_rel = 32 periods log-spaced from 1 second to 4 weeks;
+- beyond the paper, when the model learns item ids: the item's id embedding (shared with the pin
+  tower, `model_core.item_ids`).
+
+Scale: the groups differ wildly in energy (log of a Unix time is ~21 while a content vector has
+norm ~1), so the log term of each Time2vec is divided by the log of its longest period and every
+multi-dimensional group gets its own LayerNorm before the concatenation; the model's input
+projection then sees each group at a comparable scale (`normalise_groups=False` is the paper's plain
+concatenation).
 
 Sequences are RIGHT-padded: positions [0, length) hold actions oldest → newest. Vocabulary index 0
 is reserved for padding; out-of-vocabulary rows are dropped (and counted) before they get here, see
 `model_core.timelines`.
 
-The two relative time features are, by the paper's definition, functions of LATER timestamps in the
-window (the latest action's time, the next action's time). An intermediate position therefore knows
-when the sequence continues; `use_relative_time=False` turns them off for ablations and for strictly
-causal features.
+ The time since the latest action is a function of a
+LATER timestamp in the window: an intermediate position knows when the sequence continues;
+`use_relative_time=False` turns both off for ablations and for strictly causal features.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ class FeatureConfig:
     use_duration: bool = True
     use_absolute_time: bool = True
     use_relative_time: bool = True
+    normalise_groups: bool = True  # LayerNorm per group; False = the paper's plain concatenation
 
     @property
     def time_dim(self) -> int:
@@ -69,17 +78,23 @@ class FeatureConfig:
     def relative_time_dim(self) -> int:
         return 2 * self.n_relative_periods + 1
 
-    @property
-    def input_dim(self) -> int:
+    def group_dims(self, item_id_dim: int = 0) -> dict[str, int]:
+        """Width of every feature group in a_i, in concatenation order (0 = off)."""
+        dims = {
+            "content": self.content_dim * self.use_content,
+            "item_id": item_id_dim,
+            "action_type": self.type_dim * self.use_action_type,
+            "surface": self.surface_dim * self.use_surface,
+            "duration": 1 * self.use_duration,
+            "absolute_time": self.time_dim * self.use_absolute_time,
+            "since_latest": self.relative_time_dim * self.use_relative_time,
+            "gap_prev": self.relative_time_dim * self.use_relative_time,
+        }
+        return {k: v for k, v in dims.items() if v}
+
+    def input_dim(self, item_id_dim: int = 0) -> int:
         """D_in, the width of a_i."""
-        return (
-            self.content_dim * self.use_content
-            + self.type_dim * self.use_action_type
-            + self.surface_dim * self.use_surface
-            + 1 * self.use_duration
-            + self.time_dim * self.use_absolute_time
-            + 2 * self.relative_time_dim * self.use_relative_time
-        )
+        return sum(self.group_dims(item_id_dim).values())
 
 
 class Time2Vec(nn.Module):
@@ -97,12 +112,15 @@ class Time2Vec(nn.Module):
             "periods", torch.tensor(periods_s, dtype=torch.float64), persistent=False
         )
         self.phase = nn.Parameter(torch.zeros(len(periods_s)))
+        # log(t) over log(longest period): ~1 over the range the periods cover, not ~21 for a
+        # Unix time, so the log term does not drown the 2P bounded ones.
+        self.log_scale = 1.0 / math.log1p(max(periods_s))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         t64 = t.to(torch.float64).clamp_min(0.0).unsqueeze(-1)  # (.., 1)
         frac = (torch.remainder(t64, self.periods) / self.periods).to(torch.float32)  # (.., P)
         angle = 2 * math.pi * frac + self.phase
-        log_t = torch.log1p(t64).to(torch.float32)
+        log_t = (torch.log1p(t64) * self.log_scale).to(torch.float32)
         return torch.cat([torch.cos(angle), torch.sin(angle), log_t], dim=-1)
 
 
@@ -116,6 +134,7 @@ class SeqBatch:
     duration: [B, M] float32      seconds, >= 0
     ts:       [B, M] int64        Unix seconds, non-decreasing over the valid prefix
     lengths:  [B] int64           number of valid positions, 1 <= length <= M
+    pin_id:   [B, M] int64        item ids (any value at padding); needed when ids are learned
     """
 
     content: torch.Tensor
@@ -124,13 +143,15 @@ class SeqBatch:
     duration: torch.Tensor
     ts: torch.Tensor
     lengths: torch.Tensor
+    pin_id: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SeqBatch:
         return SeqBatch(
             *(
                 getattr(self, f).to(device, non_blocking=True)
                 for f in ("content", "action", "surface", "duration", "ts", "lengths")
-            )
+            ),
+            pin_id=None if self.pin_id is None else self.pin_id.to(device, non_blocking=True),
         )
 
     @property
@@ -141,19 +162,25 @@ class SeqBatch:
 
 
 class ActionEncoder(nn.Module):
-    """SeqBatch → a: [B, M, D_in] float32 (zeros at padding)."""
+    """SeqBatch (+ item-id embeddings [B, M, item_id_dim]) → a: [B, M, D_in] float32, zeros at
+    padding."""
 
-    def __init__(self, config: FeatureConfig) -> None:
+    def __init__(self, config: FeatureConfig, item_id_dim: int = 0) -> None:
         super().__init__()
         self.config = config
+        self.item_id_dim = item_id_dim
         self.action_emb = nn.Embedding(len(config.action_types) + 1, config.type_dim, padding_idx=0)
         self.surface_emb = nn.Embedding(len(config.surfaces) + 1, config.surface_dim, padding_idx=0)
         self.abs_time = Time2Vec(ABSOLUTE_PERIODS_S)
         rel = relative_periods(config.n_relative_periods)
         self.since_latest = Time2Vec(rel)
-        self.gap_next = Time2Vec(rel)
+        self.gap_prev = Time2Vec(rel)
+        dims = config.group_dims(item_id_dim)
+        self.norms = nn.ModuleDict(
+            {g: nn.LayerNorm(d) for g, d in dims.items() if d > 1 and config.normalise_groups}
+        )
 
-    def forward(self, batch: SeqBatch) -> torch.Tensor:
+    def forward(self, batch: SeqBatch, item_id_emb: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         B, M = batch.ts.shape
         assert batch.content.shape == (B, M, cfg.content_dim), (
@@ -161,29 +188,35 @@ class ActionEncoder(nn.Module):
         )
         assert bool((batch.lengths >= 1).all()), "every sequence needs at least one action"
         assert bool((batch.lengths <= M).all()), "lengths must not exceed the padded width M"
+        assert (item_id_emb is not None) == (self.item_id_dim > 0), (
+            "pass item_id_emb [B, M, item_id_dim] exactly when the encoder was built with ids"
+        )
         valid = batch.valid
         ts = torch.where(valid, batch.ts, torch.zeros_like(batch.ts))
-        parts: list[torch.Tensor] = []
+        parts: dict[str, torch.Tensor] = {}
         if cfg.use_content:
-            parts.append(batch.content)
+            parts["content"] = batch.content
+        if item_id_emb is not None:
+            parts["item_id"] = item_id_emb
         if cfg.use_action_type:
-            parts.append(self.action_emb(batch.action))
+            parts["action_type"] = self.action_emb(batch.action)
         if cfg.use_surface:
-            parts.append(self.surface_emb(batch.surface))
+            parts["surface"] = self.surface_emb(batch.surface)
         if cfg.use_duration:
-            parts.append(torch.log1p(batch.duration.clamp_min(0.0)).unsqueeze(-1))
+            # log(1 + seconds) / log(1 + 1 hour): ~[0, 1] for dwell times that matter
+            parts["duration"] = (
+                torch.log1p(batch.duration.clamp_min(0.0)) / math.log1p(HOUR)
+            ).unsqueeze(-1)
         if cfg.use_absolute_time:
-            parts.append(self.abs_time(ts))
+            parts["absolute_time"] = self.abs_time(ts)
         if cfg.use_relative_time:
             latest = ts.gather(1, (batch.lengths - 1).unsqueeze(1))  # (B, 1)
             since_latest = (latest - ts).clamp_min(0)
             gap = torch.zeros_like(ts)
-            gap[:, :-1] = ts[:, 1:] - ts[:, :-1]
-            has_next = torch.arange(M, device=ts.device).unsqueeze(0) < (
-                batch.lengths - 1
-            ).unsqueeze(1)
-            gap = torch.where(has_next, gap, torch.zeros_like(gap)).clamp_min(0)
-            parts.append(self.since_latest(since_latest))
-            parts.append(self.gap_next(gap))
-        a = torch.cat(parts, dim=-1)  # (B, M, D_in)
+            gap[:, 1:] = ts[:, 1:] - ts[:, :-1]  # time since the previous action; 0 for the oldest
+            parts["since_latest"] = self.since_latest(since_latest)
+            parts["gap_prev"] = self.gap_prev(gap.clamp_min(0))
+        a = torch.cat(
+            [self.norms[g](x) if g in self.norms else x for g, x in parts.items()], dim=-1
+        )  # (B, M, D_in)
         return a * valid.unsqueeze(-1).to(a.dtype)

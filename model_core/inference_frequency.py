@@ -27,9 +27,11 @@ from model_core.evaluation import EvalSet
 from model_core.metrics import (
     RetrievalMetrics,
     exact_topk,
+    index_positions,
     interest_entropy,
     p90_coverage,
     positive_scores,
+    recall_at_k,
 )
 from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, Timelines
@@ -89,9 +91,17 @@ def inference_frequency_metrics(
         state_of_positive = state_of_positive.reshape(-1)
         ends = window_ends(es.timelines, states[:, 0], states[:, 1])
         state_vecs = embed_windows(model, es.timelines, catalog, ends)
-        top_s, top_i = exact_topk(state_vecs, index_vecs, max(k, entropy_k))
+        top_s, top_i = exact_topk(state_vecs, index_vecs, max(k + 1, entropy_k))
         pos_s = positive_scores(state_vecs, state_of_positive, pin_emb[es.positive_pin_row])
-        hit = pos_s.astype(np.float64) > top_s[state_of_positive, k - 1]
+        # Each state is a "user" of recall_at_k with one positive; average per real user after.
+        hit = recall_at_k(
+            np.arange(len(pos_s)),
+            pos_s,
+            top_s[state_of_positive],
+            k,
+            top_i[state_of_positive],
+            index_positions(es.index_rows, es.positive_pin_row),
+        )
         n_pos = np.bincount(es.positive_user, minlength=n_users)
         n_hit = np.bincount(es.positive_user, weights=hit, minlength=n_users)
         per_user = n_hit[n_pos > 0] / n_pos[n_pos > 0]

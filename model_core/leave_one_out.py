@@ -3,9 +3,16 @@
 Split: for every user with at least `min_positives` positive actions, the LAST positive action is
 held out (the target); the user's history is every action strictly before it (by row order, i.e.
 time, ties broken by the log's order). Training uses the same histories, so no target reaches
-training. Ranking: FULL ranking over the whole catalogue (no sampled negatives); items the user
-already engaged with are NOT removed. Ties are pessimistic: the rank is the number of OTHER items
-scoring >= the target. Metrics: HR@10 and NDCG@10 (`model_core.metrics.hit_rate_and_ndcg_at_k`).
+training. The validation split for early stopping is the same split applied to the histories (each
+user's second-to-last positive), as in SASRec.
+
+Ranking: FULL ranking over the whole catalogue (no sampled negatives). By default the items the
+user already interacted with (any action in their history) are removed from the competitors, as in
+RecBole and the SASRec / BERT4Rec line — re-rating a film is not the task; the target itself is
+never removed, so a target the user had viewed before (Taobao: view, then buy) still counts.
+`seen=None` gives the unfiltered ranking. Ties are pessimistic: the rank is the number of OTHER
+competing items scoring >= the target. Metrics: HR@10 and NDCG@10
+(`model_core.metrics.hit_rate_and_ndcg_at_k`).
 """
 
 from __future__ import annotations
@@ -42,12 +49,32 @@ def leave_one_out(timelines: Timelines, min_positives: int = 2) -> LeaveOneOut:
     return LeaveOneOut(history=history, target_pin_row=timelines.pin_row[last_pos[users]])
 
 
-def full_ranks(
-    user_vecs: np.ndarray, item_vecs: np.ndarray, target_rows: np.ndarray, chunk: int = 512
-) -> np.ndarray:
-    """[U] int64: for each user, how many OTHER catalogue items score >= their target.
+@dataclass(frozen=True)
+class Seen:
+    """Each user's distinct catalogue rows, CSR: user u saw rows[offsets[u]:offsets[u+1]]."""
 
-    user_vecs: [U, D] float32; item_vecs: [N, D] float32; target_rows: [U] int64 rows of item_vecs.
+    offsets: np.ndarray  # [U+1] int64
+    rows: np.ndarray  # [S] int64
+
+    @classmethod
+    def of(cls, history: Timelines) -> Seen:
+        owner = np.repeat(np.arange(history.n_users), history.lengths)
+        pairs = np.unique(np.stack([owner, history.pin_row], axis=1), axis=0)  # sorted by owner
+        counts = np.bincount(pairs[:, 0], minlength=history.n_users)
+        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs[:, 1].copy())
+
+
+def full_ranks(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    target_rows: np.ndarray,
+    seen: Seen | None = None,
+    chunk: int = 512,
+) -> np.ndarray:
+    """[U] int64: for each user, how many OTHER competing catalogue items score >= their target.
+
+    user_vecs: [U, D] float32; item_vecs: [N, D] float32; target_rows: [U] int64 rows of item_vecs;
+    seen: items removed from each user's competitors (never the target itself); None keeps all.
     """
     items = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
     out = np.empty(len(user_vecs), dtype=np.int64)
@@ -57,5 +84,10 @@ def full_ranks(
             scores = u @ items.T  # (u, N)
             rows = torch.from_numpy(target_rows[i : i + chunk])
             target = scores.gather(1, rows.unsqueeze(1))  # (u, 1)
+            if seen is not None:
+                lo, hi = seen.offsets[i], seen.offsets[min(i + chunk, len(user_vecs))]
+                local = np.repeat(np.arange(len(u)), np.diff(seen.offsets[i : i + len(u) + 1]))
+                scores[local, seen.rows[lo:hi]] = -torch.inf
+                scores.scatter_(1, rows.unsqueeze(1), target)
             out[i : i + chunk] = ((scores >= target).sum(dim=1) - 1).numpy()
     return out

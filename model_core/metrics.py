@@ -141,25 +141,44 @@ def recall_at_k(
     pos_scores: np.ndarray,
     topk_scores: np.ndarray,
     k: int = 10,
+    topk_ids: np.ndarray | None = None,
+    positive_index_pos: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-user Recall@k from each user's top index scores.
 
     positive_user: [P] int64 row of each positive's user; pos_scores: [P] s(U, P);
     topk_scores: [U, K] descending top index scores per user, ``K >= min(k, N)`` (a row shorter
     than ``k`` means the index has fewer than ``k`` pins, so every positive is a hit).
-    Returns ``[U] float64``, NaN for users with no positives. A positive is a hit iff the k-th
-    best index score is strictly below its score, i.e. fewer than k index pins score >= it.
+    topk_ids: [U, K] index positions of those scores and positive_index_pos: [P] int64 position
+    of each positive in the index (-1 when it is not in the index): with both, a positive never
+    counts against itself, and ``K >= k + 1`` is needed so that a positive in the top k still
+    sees k OTHER pins.
+    Returns ``[U] float64``, NaN for users with no positives. A positive is a hit iff fewer than
+    k OTHER index pins score >= it (ties count against the positive).
     """
     n_users = topk_scores.shape[0]
-    if topk_scores.shape[1] >= k:
-        kth = topk_scores[positive_user, k - 1].astype(np.float64)  # (P,)
-        hit = pos_scores.astype(np.float64) > kth
-    else:
-        hit = np.ones(positive_user.shape[0], dtype=bool)
+    width = min(topk_scores.shape[1], k + 1)
+    top = topk_scores[positive_user, :width].astype(np.float64)  # (P, <=k+1)
+    at_least = top >= pos_scores.astype(np.float64)[:, None]  # (P, <=k+1)
+    if positive_index_pos is not None:
+        assert topk_ids is not None, "positive_index_pos needs topk_ids"
+        assert topk_scores.shape[1] >= min(k + 1, topk_ids.shape[1]), "need the top k+1 scores"
+        is_self = topk_ids[positive_user, :width] == np.asarray(positive_index_pos)[:, None]
+        at_least &= ~is_self
+    hit = at_least.sum(axis=1) < k
     n_pos = np.bincount(positive_user, minlength=n_users).astype(np.float64)
     n_hit = np.bincount(positive_user, weights=hit.astype(np.float64), minlength=n_users)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pos > 0, n_hit / n_pos, np.nan)
+
+
+def index_positions(index_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[P] int64 position of each catalogue row in the sorted ``index_rows`` ([N] int64), -1 when
+    the row is not in the index (for ``positive_index_pos``)."""
+    if len(index_rows) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(index_rows, rows), len(index_rows) - 1)
+    return np.where(index_rows[pos] == rows, pos, -1).astype(np.int64)
 
 
 def p90_coverage(topk_ids: np.ndarray, index_size: int, quantile: float = 0.9) -> float:
@@ -250,6 +269,7 @@ def evaluate_retrieval(
     positive_vecs: np.ndarray,
     index_vecs: np.ndarray,
     index_topics: np.ndarray | None = None,
+    positive_index_pos: np.ndarray | None = None,
     k: int = 10,
     coverage_k: int = 10,
     entropy_k: int = 50,
@@ -261,7 +281,9 @@ def evaluate_retrieval(
 
     user_vecs: [U, D] float32; positive_user: [P] int64 row into user_vecs for each positive;
     positive_vecs: [P, D] float32; index_vecs: [N, D] float32; index_topics: [N] int64 (-1 =
-    unknown) or None (entropy is then NaN). Only users with >= 1 positive are evaluated, for all
+    unknown) or None (entropy is then NaN); positive_index_pos: [P] int64 position of each
+    positive in the index, -1 when absent (None: no positive is in the index), so that a positive
+    is never counted against itself. Only users with >= 1 positive are evaluated, for all
     three metrics, so they describe one population. ``device`` defaults to CUDA when available.
     """
     positive_user = np.asarray(positive_user, dtype=np.int64)
@@ -282,10 +304,10 @@ def evaluate_retrieval(
         raise ValueError(f"need >= 1 positive and >= 1 index pin, got {users.size}, {n_index}")
     local_user = local_user.reshape(-1)
 
-    top_k = max(k, coverage_k, entropy_k if index_topics is not None else 0)
+    top_k = max(k + 1, coverage_k, entropy_k if index_topics is not None else 0)
     top_s, top_i = exact_topk(user_vecs[users], index_vecs, top_k, user_chunk, index_chunk, device)
     pos_s = positive_scores(user_vecs, positive_user, positive_vecs, device=device)
-    per_user = recall_at_k(local_user, pos_s, top_s, k)
+    per_user = recall_at_k(local_user, pos_s, top_s, k, top_i, positive_index_pos)
 
     entropy = math.nan
     if index_topics is not None:

@@ -11,6 +11,10 @@ positions and lets CUDA use the fused flash kernel (an explicit boolean mask wou
 Outputs at padded positions are never read (loss and inference gather valid positions only).
 
 Pin tower: an MLP over the content embedding only, L2-normalised.
+
+Beyond the paper (`item_id_vocab` / `pin_id_buckets`): a learnable item-id embedding shared by the
+pin tower (added before the norm) and the user tower's input (one more feature group per action);
+see `model_core.item_ids`. Both 0 is the paper's content-only model.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model_core.features import ActionEncoder, FeatureConfig, SeqBatch
+from model_core.item_ids import ItemIds
 
 
 @dataclass(frozen=True)
@@ -33,12 +39,25 @@ class ModelConfig:
     n_layers: int = 2  # L; Table 9: 2..6, gains flatten quickly
     n_heads: int = 8  # A.2: 8 heads
     out_dim: int = 64  # D; 256 in the paper
-    dropout: float = 0.0  # the paper's data volume needs none; on CPU it costs ~1.7x per step
+    dropout: float = 0.0  # the paper's data volume needs none; small public logs want ~0.2
     pin_hidden: int = 256  # width of the pin tower's hidden layer
-    # Beyond the paper: > 0 adds a learnable embedding of the hashed pin id to the pin tower so it
-    # can learn what content alone does not show (e.g. popularity); 0 = the paper's tower.
+    # Beyond the paper: learnable item-id embeddings in both towers, so the model can learn what
+    # content alone does not show (popularity, co-engagement). item_id_vocab > 0: a full table of
+    # that many known ids; pin_id_buckets > 0: hashed (item_id_hashes hashes). Both 0: the paper.
+    item_id_vocab: int = 0
     pin_id_buckets: int = 0
+    item_id_hashes: int = 2
+    item_ids_in_input: bool = True  # also feed E[id] to the user tower as a feature group
     init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
+
+    def __post_init__(self) -> None:
+        assert not (self.item_id_vocab and self.pin_id_buckets), (
+            "choose item_id_vocab (a full table) or pin_id_buckets (hashing), not both"
+        )
+
+    @property
+    def learns_ids(self) -> bool:
+        return bool(self.item_id_vocab or self.pin_id_buckets)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,12 +110,15 @@ class Block(nn.Module):
 
 
 class UserTower(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, item_ids: ItemIds | None = None) -> None:
         super().__init__()
         self.config = config
         H = config.hidden
-        self.encoder = ActionEncoder(config.features)
-        self.in_proj = nn.Linear(config.features.input_dim, H)
+        self.item_ids = item_ids
+        id_dim = config.out_dim if item_ids is not None else 0
+        self.encoder = ActionEncoder(config.features, id_dim)
+        self.in_proj = nn.Linear(config.features.input_dim(id_dim), H)
+        self.in_drop = nn.Dropout(config.dropout)
         self.pos = nn.Parameter(torch.randn(config.max_len, H) * 0.02)
         self.blocks = nn.ModuleList(
             Block(H, config.n_heads, config.dropout) for _ in range(config.n_layers)
@@ -109,7 +131,11 @@ class UserTower(nn.Module):
         """batch → [B, M, D] float32, unit norm at every position (padded positions: ignore)."""
         M = batch.ts.shape[1]
         assert M <= self.config.max_len, f"sequence length {M} > max_len {self.config.max_len}"
-        x = self.in_proj(self.encoder(batch)) + self.pos[:M]  # (B, M, H)
+        id_emb = None
+        if self.item_ids is not None:
+            assert batch.pin_id is not None, "this model learns item ids: the batch needs pin_id"
+            id_emb = self.item_ids(batch.pin_id)  # (B, M, D)
+        x = self.in_drop(self.in_proj(self.encoder(batch, id_emb)) + self.pos[:M])  # (B, M, H)
         for block in self.blocks:
             x = block(x)
         return F.normalize(self.out(x).float(), dim=-1)
@@ -122,42 +148,44 @@ class UserTower(nn.Module):
 
 
 class PinTower(nn.Module):
-    """content [N, C] (+ pin_ids [N] int64 when id buckets are on) → [N, D] unit norm."""
+    """content [N, C] (+ pin_ids [N] int64 when ids are learned) → [N, D] unit norm."""
 
-    def __init__(self, content_dim: int, hidden: int, out_dim: int, id_buckets: int = 0) -> None:
+    def __init__(
+        self, content_dim: int, hidden: int, out_dim: int, item_ids: ItemIds | None = None
+    ) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(content_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
         )
-        # [buckets, D]: added to the MLP output, so a pin can move away from what its content
-        # alone says; zero-initialised so training starts from the content-only tower.
-        self.id_emb = nn.Embedding(id_buckets, out_dim) if id_buckets > 0 else None
-        if self.id_emb is not None:
-            nn.init.zeros_(self.id_emb.weight)
+        self.item_ids = item_ids  # [*, D] added to the MLP output: what content alone misses
 
     def forward(self, content: torch.Tensor, pin_ids: torch.Tensor | None = None) -> torch.Tensor:
         assert content.dim() == 2, f"content must be [N, C], got {tuple(content.shape)}"
         h = self.mlp(content)  # (N, D)
-        if self.id_emb is not None:
+        if self.item_ids is not None:
             assert pin_ids is not None, "this pin tower embeds pin ids: pass pin_ids"
-            h = h + self.id_emb(hash_bucket(pin_ids, self.id_emb.num_embeddings))
+            h = h + self.item_ids(pin_ids)
         return F.normalize(h.float(), dim=-1)
-
-
-def hash_bucket(ids: torch.Tensor, buckets: int) -> torch.Tensor:
-    """[N] int64 ids → [N] int64 in [0, buckets): multiplicative hashing (Knuth)."""
-    return torch.remainder(ids * 2654435761, 2**31) % buckets
 
 
 class PinnerFormer(nn.Module):
     """Both towers plus the learnable softmax temperature (log-parameterised, A.3)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, item_vocab: np.ndarray | None = None) -> None:
+        """item_vocab: [item_id_vocab] int64, the known item ids of a full id table (omit when
+        loading a checkpoint: the ids travel in the state dict)."""
         super().__init__()
         self.config = config
-        self.user_tower = UserTower(config)
+        item_ids = None
+        if config.learns_ids:
+            item_ids = ItemIds(
+                config.out_dim, config.item_id_vocab, config.pin_id_buckets, config.item_id_hashes
+            )
+            if item_vocab is not None:
+                item_ids.set_vocab(item_vocab)
+        self.user_tower = UserTower(config, item_ids if config.item_ids_in_input else None)
         self.pin_tower = PinTower(
-            config.features.content_dim, config.pin_hidden, config.out_dim, config.pin_id_buckets
+            config.features.content_dim, config.pin_hidden, config.out_dim, item_ids
         )
         self.log_temperature = nn.Parameter(torch.tensor(config.init_temperature).log())
 

@@ -9,6 +9,7 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model_core.evaluation import EvalConfig, is_eval_user
@@ -18,6 +19,7 @@ from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.sketch import CountMinSketch
 from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainConfig, TrainResult, train
+from model_core.validation import Validate
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,13 @@ def training_timelines(timelines: Timelines, split_ts: int, cfg: RecipeConfig) -
     return timelines.select_users(train_users).before(split_ts)
 
 
-def positive_sketch(train_tl: Timelines, cfg: RecipeConfig) -> CountMinSketch:
-    """Count-min sketch of positive-item frequency in the training data (feeds logQ)."""
+def label_sketch(sampler: SequenceSampler, cfg: RecipeConfig) -> CountMinSketch:
+    """Count-min sketch of how often each item is DRAWN as a label by the sampler over one epoch
+    (feeds logQ): what the in-batch pool actually holds, not the items' share of positives."""
+    counts = sampler.label_counts(cfg.train.batch_size)
+    drawn = np.flatnonzero(counts)
     sketch = CountMinSketch(cfg.sketch_width, cfg.sketch_depth, seed=cfg.train.seed)
-    sketch.add(train_tl.pin_id[train_tl.positive])
+    sketch.add(sampler.catalog.pin_ids[drawn], counts[drawn])
     return sketch
 
 
@@ -65,15 +70,24 @@ def fit(
     cfg: RecipeConfig,
     checkpoint_path: Path | None = None,
     sketch: CountMinSketch | None = None,
+    validate: Validate | None = None,
 ) -> Fitted:
+    """Train a PinnerFormer on `train_tl`. sketch: label frequencies for logQ (default: counted
+    from what the sampler draws); validate: model → held-out metric for early stopping
+    (`model_core.validation`)."""
     assert cfg.sampler.max_len <= cfg.model.max_len, "sampler.max_len must fit the model's max_len"
     assert cfg.model.features.content_dim == catalog.embeddings.shape[1], (
         f"model content_dim {cfg.model.features.content_dim} != catalogue "
         f"embedding dim {catalog.embeddings.shape[1]}"
     )
-    sketch = sketch if sketch is not None else positive_sketch(train_tl, cfg)
+    assert cfg.model.item_id_vocab in (0, len(catalog)), (
+        f"item_id_vocab {cfg.model.item_id_vocab} must be the catalogue size {len(catalog)}"
+    )
     sampler = SequenceSampler(train_tl, catalog, cfg.sampler, seed=cfg.train.seed)
+    sketch = sketch if sketch is not None else label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
-    model = PinnerFormer(cfg.model)
-    result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path)
+    model = PinnerFormer(cfg.model, catalog.pin_ids if cfg.model.item_id_vocab else None)
+    result = train(
+        model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate
+    )
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)

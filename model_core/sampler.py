@@ -89,6 +89,7 @@ def window_batch(tl: Timelines, catalog: PinCatalog, ends: np.ndarray, max_len: 
         duration=torch.from_numpy(np.where(valid, tl.duration[idx], 0).astype(np.float32)),
         ts=torch.from_numpy(np.where(valid, tl.ts[idx], 0)),
         lengths=torch.from_numpy(lengths.astype(np.int64)),
+        pin_id=torch.from_numpy(np.where(valid, tl.pin_id[idx], 0)),
     )
 
 
@@ -152,36 +153,8 @@ class SequenceSampler:
 
     def build(self, ends: np.ndarray, rng: np.random.Generator) -> TrainBatch:
         """Windows ending at `ends` plus their (embedding, positive) pairs for the objective."""
-        M = self.config.max_len
-        seq = window_batch(self.tl, self.catalog, ends, M)
-        lengths = seq.lengths.numpy()
-        starts = ends - lengths + 1
-        objective = self.config.objective
-        if objective in ("next_action", "all_action"):
-            b = np.arange(len(ends))
-            pos = lengths - 1
-            if objective == "next_action":
-                label = self.pos_rows[self.label_lo[ends]]
-            else:
-                b, pos, label = self._sample_many(ends, b, pos, rng)
-        else:
-            width = seq.ts.shape[1]
-            grid = np.arange(width)
-            valid = grid[None, :] < lengths[:, None]
-            rows = np.where(valid, starts[:, None] + grid[None, :], 0)
-            has_label = valid & (self.n_labels[rows] > 0)  # (B, M)
-            if objective == "dense_all_action":
-                # Random eligible positions: rank random keys, keep the first max_positives.
-                keys = np.where(has_label, rng.random(has_label.shape), np.inf)
-                rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-                has_label &= rank < self.config.dense_positions
-            b, pos = np.nonzero(has_label)
-            r = rows[b, pos]
-            if objective == "sasrec":
-                label = self.pos_rows[self.label_lo[r]]
-            else:
-                pick = (rng.random(len(r)) * self.n_labels[r]).astype(np.int64)
-                label = self.pos_rows[self.label_lo[r] + pick]
+        seq = window_batch(self.tl, self.catalog, ends, self.config.max_len)
+        b, pos, label = self.pairs(ends, rng)
         return TrainBatch(
             seq=seq,
             pair_b=torch.from_numpy(b.astype(np.int64)),
@@ -191,6 +164,50 @@ class SequenceSampler:
             pin_id=torch.from_numpy(self.tl.pin_id[label]),
             user_id=torch.from_numpy(self.tl.user_ids[self.owner[ends[b]]]),
         )
+
+    def pairs(
+        self, ends: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The objective's (window, position, label row) triples for windows ending at `ends`,
+        without building the windows: [N] int64 each."""
+        starts = np.maximum(self.tl.offsets[self.owner[ends]], ends - self.config.max_len + 1)
+        lengths = ends - starts + 1
+        objective = self.config.objective
+        if objective in ("next_action", "all_action"):
+            b = np.arange(len(ends))
+            pos = lengths - 1
+            if objective == "next_action":
+                return b, pos, self.pos_rows[self.label_lo[ends]]
+            return self._sample_many(ends, b, pos, rng)
+        grid = np.arange(int(lengths.max()) if len(ends) else 1)
+        valid = grid[None, :] < lengths[:, None]
+        rows = np.where(valid, starts[:, None] + grid[None, :], 0)
+        has_label = valid & (self.n_labels[rows] > 0)  # (B, M)
+        if objective == "dense_all_action":
+            # Random eligible positions: rank random keys, keep the first dense_positions.
+            keys = np.where(has_label, rng.random(has_label.shape), np.inf)
+            rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+            has_label &= rank < self.config.dense_positions
+        b, pos = np.nonzero(has_label)
+        r = rows[b, pos]
+        if objective == "sasrec":
+            return b, pos, self.pos_rows[self.label_lo[r]]
+        pick = (rng.random(len(r)) * self.n_labels[r]).astype(np.int64)
+        return b, pos, self.pos_rows[self.label_lo[r] + pick]
+
+    def label_counts(self, batch_size: int, steps: int | None = None) -> np.ndarray:
+        """[N catalogue rows] int64: how often each item is drawn as a label over the first
+        `steps` batches (default: one epoch) — the frequency that logQ must correct for, which
+        differs from the items' share of positives (heavy users are capped, objectives weight
+        positions differently)."""
+        spe = self.steps_per_epoch(batch_size)
+        counts = np.zeros(len(self.catalog), dtype=np.int64)
+        for step in range(min(spe, steps or spe)):
+            pool = self.epoch_pool(0)
+            ends = pool[step * batch_size : (step + 1) * batch_size]
+            _, _, label = self.pairs(ends, np.random.default_rng([self.seed, 2, step]))
+            counts += np.bincount(self.tl.pin_row[label], minlength=len(self.catalog))
+        return counts
 
     def _sample_many(
         self, ends: np.ndarray, b: np.ndarray, pos: np.ndarray, rng: np.random.Generator

@@ -181,6 +181,22 @@ class CountMinSketch:
             log_not_in = batch_size * np.log1p(-p)  # log (1 - p)^B
         return np.log(-np.expm1(log_not_in)).astype(np.float32)
 
+    def expected_count_log(self, keys: np.ndarray, pool_size: int) -> np.ndarray:
+        """``log E[copies of v in a pool of pool_size i.i.d. draws] = log(B p_v)`` -> [n] float32.
+
+        The logQ correction for an in-batch pool: subtracted from EVERY copy of v, the copies'
+        summed weight is ``c exp(s) / (B p_v)``, which is ``exp(s)`` in expectation. (The
+        inclusion probability of :meth:`inclusion_log_prob`, applied per copy, would leave a
+        popular item with c copies over-weighted by about ``log c``.) ``p_v = count(v) / total``,
+        floored at ``1 / total`` so unseen items get a finite correction.
+        """
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        if self.total <= 0:
+            raise ValueError("expected_count_log needs a non-empty sketch (total count is 0)")
+        counts = np.maximum(self.query(keys).astype(np.float64), 1.0)
+        return (np.log(pool_size * counts) - np.log(self.total)).astype(np.float32)
+
     def to_bytes(self) -> bytes:
         """Serialise with ``np.savez`` (width, depth, seed, total, table)."""
         buf = io.BytesIO()

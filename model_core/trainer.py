@@ -1,9 +1,18 @@
 """The training loop: small and separate from the model (minGPT's trainer knows nothing of GPT).
 
-CPU or CUDA (bf16 autocast on CUDA), warmup + cosine learning rate as a pure function of the step,
-gradient clipping, deterministic seeding, checkpoint + resume, a periodic log line with loss and
-throughput. Under `torchrun` it trains with DDP: every rank draws its own batches (seeded by rank),
-in-batch negatives are all-gathered in the loss, only rank 0 logs and writes checkpoints.
+CPU or CUDA (bf16 autocast on CUDA, optionally on CPUs with bf16 matrix units), warmup + cosine
+learning rate as a pure function of the step, AdamW without weight decay on norms, biases,
+embeddings and τ, gradient clipping, deterministic seeding, checkpoint + resume, a periodic log
+line with loss and throughput.
+
+Training to convergence: the run is `epochs` passes over the sampler's sequences (or `steps`),
+and when a `validate` callable is given (a metric on held-out data, higher is better) it is scored
+every `eval_every` steps (default: once per epoch); after `patience` scores without improvement
+the run stops and the best weights are restored. `max_minutes` caps the wall time.
+
+Under `torchrun` it trains with DDP: every rank draws its own batches (seeded by rank), in-batch
+negatives are all-gathered in the loss, only rank 0 logs and writes checkpoints; every rank scores
+the (identical) model on validation, so every rank takes the same early-stopping decision.
 """
 
 from __future__ import annotations
@@ -12,10 +21,11 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,25 +48,65 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 128  # sequences per step per device
-    steps: int = 1500  # optimizer steps
+    steps: int = 1500  # optimizer steps when `epochs` is None; the schedule's length
+    epochs: float | None = None  # passes over the sampler's sequences; overrides `steps`
     lr: float = 2e-3  # peak; small transformers tolerate a high rate with warmup + clipping
     min_lr_ratio: float = 0.05  # cosine floor as a fraction of the peak
-    warmup_steps: int = 100  # linear warmup keeps early attention logits from blowing up
-    weight_decay: float = 0.01  # AdamW default regularisation
+    warmup_fraction: float = 0.05  # linear warmup over this share of the run
+    weight_decay: float = 0.01  # AdamW, on matrices only (not norms, biases, embeddings, τ)
+    betas: tuple[float, float] = (0.9, 0.98)  # β2 0.98: the transformer / SASRec setting
     grad_clip: float = 1.0  # max global grad norm
     seed: int = 0
     device: str = "auto"  # "auto" → cuda when available, else cpu
+    # bf16 autocast: "auto" = on CUDA only; "on" also on CPU (fast where the CPU has bf16 matrix
+    # units, e.g. AMX / AVX512-BF16); "off" = fp32 everywhere.
+    amp: Literal["auto", "on", "off"] = "auto"
+    eval_every: int = 0  # steps between validation scores; 0 = once per epoch
+    patience: int = 3  # validation scores without improvement before stopping
+    max_minutes: float | None = None  # wall-clock cap on the training loop
     log_every: int = 100
     checkpoint_every: int = 500
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * cfg.min_lr_ratio at cfg.steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
+    """Linear warmup to cfg.lr over cfg.warmup_fraction of the run, then cosine decay to
+    cfg.lr * cfg.min_lr_ratio at the last step (`total_steps`, default cfg.steps)."""
+    total = total_steps or cfg.steps
+    warmup = max(1, round(cfg.warmup_fraction * total))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def total_steps(cfg: TrainConfig, sampler: SequenceSampler, world: int = 1) -> int:
+    """The run's length in optimizer steps: `epochs` passes over the sequences, else `steps`."""
+    if cfg.epochs is None:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * sampler.steps_per_epoch(cfg.batch_size) / world))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices of linear layers only; none on norms, biases,
+    embedding tables, positional encodings, Time2vec phases or the temperature."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():  # shared (tied) parameters are listed once
+        matrix = p.dim() >= 2 and id(p) not in embeddings and not name.endswith(".pos")
+        (decay if matrix else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
+    """bf16 autocast per `TrainConfig.amp`, or a no-op."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,7 +123,12 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
+    best_step: int | None = None  # the restored weights' step when validating
+    best_score: float | None = None
+    stop_reason: str = "schedule"  # schedule | early_stopping | max_minutes
+    seconds: float = 0.0
     sequences_per_s: float = 0.0
     device: str = "cpu"
 
@@ -88,9 +143,9 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def uniform_log_q(n_random: int, corpus_size: int) -> float:
-    """log P(item in a sample of n_random uniform draws with replacement) = log(1-(1-1/N)^R)."""
-    return math.log(-math.expm1(n_random * math.log1p(-1.0 / corpus_size)))
+def uniform_log_count(n_random: int, corpus_size: int) -> float:
+    """log E[copies of an item among n_random uniform draws with replacement] = log(R / N)."""
+    return math.log(n_random / corpus_size)
 
 
 def train(
@@ -101,11 +156,15 @@ def train(
     cfg: TrainConfig,
     checkpoint_path: Path | None = None,
     stop_after: int | None = None,
+    validate: Callable[[PinnerFormer], float] | None = None,
 ) -> TrainResult:
     """Train in place; resumes from `checkpoint_path` when it exists. Returns the curves.
 
+    sketch: frequency of each item among the labels the sampler draws (feeds logQ).
+    validate: model → a held-out metric (higher is better) for early stopping; the best
+    weights are restored at the end.
     `stop_after` ends the run early at that step (with a checkpoint), as a preemption would; the
-    schedule still follows `cfg.steps`, so a resumed run continues exactly where it stopped.
+    schedule still follows the full run, so a resumed run continues exactly where it stopped.
     """
     rank, world = _world()
     device = resolve_device(cfg.device)
@@ -113,15 +172,24 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     seed_everything(cfg.seed + rank)
     raw_model = model.to(device)
-    opt = torch.optim.AdamW(raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas
+    )
     result = TrainResult(device=str(device))
+    n_steps = total_steps(cfg, sampler, world)
+    spe = max(1, sampler.steps_per_epoch(cfg.batch_size) // world)
+    eval_every = cfg.eval_every or spe
     start = 0
+    best: tuple[float, int, dict[str, torch.Tensor] | None] = (-math.inf, 0, None)
     if checkpoint_path is not None and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         raw_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
         result.history = list(state["history"])
+        result.validation = list(state.get("validation", []))
+        if state.get("best") is not None:
+            best = (state["best"]["score"], state["best"]["step"], state["best"]["model"])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s at step %d", checkpoint_path, start)
     ddp_model: torch.nn.Module = raw_model
@@ -129,24 +197,24 @@ def train(
         ddp_model = DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    amp = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else nullcontext()
-    )
+    amp = autocast(device, cfg.amp)
     catalog_emb = torch.from_numpy(sampler.catalog.embeddings).to(device)
     catalog_ids = torch.from_numpy(sampler.catalog.pin_ids).to(device)
     n_corpus = len(sampler.catalog)
     bce = loss_cfg.kind == "bce"
     n_random = loss_cfg.n_random if loss_cfg.negatives != "in_batch" else 0
-    rand_log_q = uniform_log_q(max(1, n_random), n_corpus)
+    rand_log_q = uniform_log_count(max(1, n_random), n_corpus)
+    deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     # Rank r draws the batches of "virtual step" step*world + r, so ranks never share a batch.
     ddp_model.train()
     t0, seqs = time.perf_counter(), 0
-    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    for step in range(start, last):
+    last = n_steps if stop_after is None else min(n_steps, stop_after)
+    step = start
+    stop_reason = "schedule"
+    while step < last:
+        lr = lr_at(step, cfg, n_steps)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         batch = sampler.batch(step * world + rank, cfg.batch_size)
         seq = batch.seq.to(device)
         g = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step * world + rank)
@@ -157,7 +225,7 @@ def train(
         item_rows = torch.cat([pin_row, rand_rows])
         in_batch_size = min(loss_cfg.in_batch_cap, n_pos * world)
         pos_log_q = torch.from_numpy(
-            sketch.inclusion_log_prob(batch.pin_id.numpy(), max(1, in_batch_size))
+            sketch.expected_count_log(batch.pin_id.numpy(), max(1, in_batch_size))
         ).to(device)
         with amp:
             user_emb, item_emb = ddp_model(
@@ -169,10 +237,10 @@ def train(
             )
         temperature = raw_model.temperature(loss_cfg.min_temperature)
         positives = Candidates(
-            item_emb[:n_pos], batch.pin_id.to(device), batch.user_id.to(device), pos_log_q
+            item_emb[:n_pos].float(), batch.pin_id.to(device), batch.user_id.to(device), pos_log_q
         )
         random_negs = Candidates(
-            item_emb[n_pos:],
+            item_emb[n_pos:].float(),
             catalog_ids[rand_rows],
             torch.full((n_draw,), -1, dtype=torch.int64, device=device),
             torch.full((n_draw,), rand_log_q, device=device),
@@ -196,38 +264,82 @@ def train(
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
         opt.step()
         seqs += len(batch.seq.lengths) * world
-        done = step + 1
-        if _is_rank0() and (done % cfg.log_every == 0 or done == cfg.steps):
-            elapsed = time.perf_counter() - t0
+        step += 1
+        elapsed = time.perf_counter() - t0
+        if _is_rank0() and (step % cfg.log_every == 0 or step == n_steps):
             row = {
-                "step": float(done),
+                "step": float(step),
+                "epoch": step / spe,
                 "loss": float(loss.item()),
-                "lr": lr_at(step, cfg),
+                "lr": lr,
                 "temperature": float(temperature.item()),
                 "grad_norm": float(grad_norm.item()),
                 "sequences_per_s": seqs / elapsed,
             }
             result.history.append(row)
+            eta = (last - step) * elapsed / max(1, step - start)
             log.info(
-                "step %d/%d loss %.4f lr %.2e tau %.3f %.0f seq/s",
-                done,
-                cfg.steps,
+                "step %d/%d (epoch %.1f) loss %.4f lr %.2e tau %.3f %.0f seq/s eta %.0fs",
+                step,
+                n_steps,
+                row["epoch"],
                 row["loss"],
-                row["lr"],
+                lr,
                 row["temperature"],
                 row["sequences_per_s"],
+                eta,
             )
+        if validate is not None and (step % eval_every == 0 or step == last):
+            ddp_model.eval()
+            score = float(validate(raw_model))
+            ddp_model.train()
+            result.validation.append({"step": float(step), "epoch": step / spe, "score": score})
+            if score > best[0]:
+                state_copy = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+                best = (score, step, state_copy)
+            if _is_rank0():
+                log.info(
+                    "epoch %.1f step %d validation %.4f (best %.4f at step %d)",
+                    step / spe,
+                    step,
+                    score,
+                    best[0],
+                    best[1],
+                )
+            if (step - best[1]) >= cfg.patience * eval_every:
+                stop_reason = "early_stopping"
+                break
+        if deadline is not None and time.monotonic() > deadline:
+            stop_reason = "max_minutes"
+            break
         if (
             checkpoint_path is not None
             and _is_rank0()
-            and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
+            and (step % cfg.checkpoint_every == 0 or step == n_steps)
         ):
-            save_checkpoint(checkpoint_path, raw_model, opt, done, result.history)
-    result.steps = last
-    elapsed = time.perf_counter() - t0
-    result.sequences_per_s = seqs / elapsed if elapsed > 0 and seqs else 0.0
+            save_checkpoint(
+                checkpoint_path,
+                raw_model,
+                opt,
+                step,
+                result.history,
+                {"validation": result.validation, "best": _best_state(best)},
+            )
+    if best[2] is not None:
+        raw_model.load_state_dict(best[2])
+        result.best_step, result.best_score = best[1], best[0]
+    result.steps = step
+    result.stop_reason = stop_reason
+    result.seconds = time.perf_counter() - t0
+    result.sequences_per_s = seqs / result.seconds if result.seconds > 0 and seqs else 0.0
     raw_model.eval()
     return result
+
+
+def _best_state(best: tuple[float, int, dict[str, torch.Tensor] | None]) -> dict[str, Any] | None:
+    if best[2] is None:
+        return None
+    return {"score": best[0], "step": best[1], "model": best[2]}
 
 
 def save_checkpoint(

@@ -15,7 +15,8 @@ from model_core.evaluation import (
     recent_mean,
 )
 from model_core.features import FeatureConfig
-from model_core.recipe import RecipeConfig, positive_sketch, split_timestamp, training_timelines
+from model_core.recipe import RecipeConfig, label_sketch, split_timestamp, training_timelines
+from model_core.sampler import SequenceSampler
 from model_core.synthetic import WorldConfig
 from model_core.timelines import PinCatalog, Timelines
 
@@ -52,7 +53,8 @@ def test_no_evaluation_period_information_reaches_training(
     train = training_timelines(tl, split, cfg)
     assert train.ts.max() <= split
     assert marker not in set(train.pin_id.tolist())
-    assert positive_sketch(train, cfg).query(np.array([marker]))[0] == 0
+    sampler = SequenceSampler(train, tiny_catalog, cfg.sampler)
+    assert label_sketch(sampler, cfg).query(np.array([marker]))[0] == 0
     assert not np.isin(train.user_ids, tl.user_ids[is_eval_user(tl.user_ids, 0.2)]).any()
 
     es = build_eval_set(tl, tiny_catalog, split, cfg.eval)

@@ -66,27 +66,49 @@ def test_time2vec_matches_the_formula_with_learned_phase() -> None:
     for i, ti in enumerate(t.tolist()):
         want = [math.cos(2 * math.pi * ti / 900 + 0.3), math.cos(2 * math.pi * ti / 86400 - 1.0)]
         want += [math.sin(2 * math.pi * ti / 900 + 0.3), math.sin(2 * math.pi * ti / 86400 - 1.0)]
-        want += [math.log1p(ti)]
+        want += [math.log1p(ti) / math.log1p(86400)]  # log t over log(longest period)
         assert_close(out[i], torch.tensor(want, dtype=torch.float32), atol=1e-5, rtol=1e-5)
 
 
 def test_input_width_matches_config() -> None:
     batch = random_batch(2, 5, [5, 3])
     a = ActionEncoder(FEATURES)(batch)
-    assert a.shape == (2, 5, FEATURES.input_dim)
-    assert FEATURES.input_dim == C + 8 + 8 + 1 + 25 + 2 * 65
+    assert a.shape == (2, 5, FEATURES.input_dim())
+    assert FEATURES.input_dim() == C + 8 + 8 + 1 + 25 + 2 * 65
     assert torch.all(a[1, 3:] == 0)  # padding encodes to zeros
 
 
-def test_relative_time_features_of_the_latest_action_are_zero_gap() -> None:
-    batch = random_batch(1, 4, [3])
-    enc = ActionEncoder(FEATURES)
-    a = enc(batch)
-    zero = enc.gap_next(torch.zeros(1, 1, dtype=torch.int64))[0, 0]
-    gap_part = a[0, 2, -FEATURES.relative_time_dim :]
-    assert_close(gap_part, zero)  # last action: gap to next = 0
-    since_part = a[0, 2, -2 * FEATURES.relative_time_dim : -FEATURES.relative_time_dim]
-    assert_close(since_part, enc.since_latest(torch.zeros(1, 1, dtype=torch.int64))[0, 0])
+def test_gap_feature_is_time_since_previous_action() -> None:
+    """Regression: the gap used to be the time to the NEXT action (0 at the newest), so training
+    positions read future timing and the serving position always read 0."""
+    plain = dataclasses.replace(FEATURES, normalise_groups=False)
+    batch = random_batch(1, 4, [4])
+    batch.ts[0] = torch.tensor([1_000, 1_100, 1_400, 2_400])
+    enc = ActionEncoder(plain)
+    gap = enc(batch)[0, :, -plain.relative_time_dim :]  # (M, 2P+1)
+    for i, want in enumerate([0, 100, 300, 1_000]):
+        assert_close(gap[i], enc.gap_prev(torch.tensor([want]))[0])
+    # Appending a later action changes nothing in the earlier positions' gaps.
+    longer = random_batch(1, 5, [5])
+    longer.ts[0] = torch.tensor([1_000, 1_100, 1_400, 2_400, 9_999])
+    for f in ("content", "action", "surface", "duration"):
+        getattr(longer, f)[0, :4] = getattr(batch, f)[0]
+    assert_close(enc(longer)[0, :4, -plain.relative_time_dim :], gap)
+
+
+def test_feature_groups_are_normalised_to_comparable_scale() -> None:
+    """Regression: log(Unix time) carried ~400x the energy of the content vector."""
+    batch = random_batch(64, 8, [8] * 64)
+    batch.ts[:] = 1_700_000_000 + torch.arange(8) * 3_600
+    with torch.no_grad():
+        a = ActionEncoder(FEATURES)(batch)
+    dims = FEATURES.group_dims()
+    energy, at = {}, 0
+    for group, d in dims.items():
+        energy[group] = float(a[..., at : at + d].pow(2).mean())  # per dimension
+        at += d
+    assert energy["absolute_time"] / energy["content"] < 2, energy
+    assert energy["since_latest"] / energy["content"] < 2, energy
 
 
 @settings(max_examples=15, deadline=None)

@@ -12,14 +12,14 @@ from torch.testing import assert_close
 from model_core.features import FeatureConfig
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
-from model_core.recipe import RecipeConfig, fit, positive_sketch
+from model_core.recipe import RecipeConfig, fit, label_sketch
 from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainConfig, lr_at, train
 
 
 def test_lr_schedule_is_warmup_then_cosine() -> None:
-    cfg = TrainConfig(lr=1.0, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    cfg = TrainConfig(lr=1.0, warmup_fraction=10 / 110, steps=110, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1)
     assert lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(10, cfg) == pytest.approx(1.0)
@@ -43,7 +43,7 @@ def small_recipe(content_dim: int, steps: int, dropout: float = 0.1) -> RecipeCo
         sampler=SamplerConfig(max_len=16, max_positives=8),
         loss=LossConfig(n_random=128),
         train=TrainConfig(
-            batch_size=32, steps=steps, warmup_steps=5, lr=3e-3, log_every=5, checkpoint_every=10
+            batch_size=32, steps=steps, warmup_fraction=0.125, lr=3e-3, log_every=5, checkpoint_every=10
         ),
     )
 
@@ -52,7 +52,7 @@ def held_out_loss(model: PinnerFormer, sampler: SequenceSampler, cfg: RecipeConf
     """Loss on fixed batches with in-batch negatives only (no random draws) — comparable."""
     from model_core.loss import Candidates, sampled_softmax_loss
 
-    sketch = positive_sketch(sampler.tl, cfg)
+    sketch = label_sketch(sampler, cfg)
     total = 0.0
     model.eval()
     with torch.no_grad():
@@ -60,7 +60,7 @@ def held_out_loss(model: PinnerFormer, sampler: SequenceSampler, cfg: RecipeConf
             b = sampler.batch(step, 64)
             content = torch.from_numpy(sampler.catalog.embeddings)[b.pin_row]
             u, p = model(b.seq, b.pair_b, b.pair_pos, content, b.pin_id)
-            log_q = torch.from_numpy(sketch.inclusion_log_prob(b.pin_id.numpy(), len(b.pin_id)))
+            log_q = torch.from_numpy(sketch.expected_count_log(b.pin_id.numpy(), len(b.pin_id)))
             total += float(
                 sampled_softmax_loss(
                     u,
@@ -109,8 +109,8 @@ def test_resume_from_checkpoint_is_exact(
     straight = fit(tiny_timelines, tiny_catalog, cfg).model
 
     ckpt = tmp_path / "model.pt"
-    sketch = positive_sketch(tiny_timelines, cfg)
     sampler = SequenceSampler(tiny_timelines, tiny_catalog, cfg.sampler, seed=cfg.train.seed)
+    sketch = label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
     train(PinnerFormer(cfg.model), sampler, sketch, cfg.loss, cfg.train, ckpt, stop_after=10)
     assert torch.load(ckpt, weights_only=False)["step"] == 10

@@ -12,7 +12,7 @@ from model_core import synthetic
 from model_core.features import FeatureConfig
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
-from model_core.recipe import RecipeConfig, positive_sketch
+from model_core.recipe import RecipeConfig, label_sketch
 from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainConfig, train
@@ -32,13 +32,13 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
             model=ModelConfig(features=features, max_len=16, hidden=32, n_heads=4, out_dim=16),
             sampler=SamplerConfig(max_len=16),
             loss=LossConfig(n_random=64),
-            train=TrainConfig(batch_size=16, steps=6, warmup_steps=2, log_every=3),
+            train=TrainConfig(batch_size=16, steps=6, warmup_fraction=0.3, log_every=3),
         )
         torch.manual_seed(0)  # DDP broadcasts rank 0's init anyway
         model = PinnerFormer(cfg.model)
         sampler = SequenceSampler(timelines, catalog, cfg.sampler, seed=0)
         ckpt = Path(out_dir) / "model.pt"
-        result = train(model, sampler, positive_sketch(timelines, cfg), cfg.loss, cfg.train, ckpt)
+        result = train(model, sampler, label_sketch(sampler, cfg), cfg.loss, cfg.train, ckpt)
         flat = torch.cat([p.detach().flatten() for p in model.parameters()])
         torch.save({"params": flat, "history": result.history}, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -1,0 +1,100 @@
+"""Held-out validation for early stopping: a metric of the model on data it does not train on.
+
+- leave-one-out: each user's LAST positive of the training histories (the second-to-last of the
+  whole log) is the validation target; training uses what comes before it, as in SASRec. The
+  metric is NDCG@10 under full ranking with seen items removed (`model_core.leave_one_out`).
+- paper protocol: a share of the training users is held out of training; their positives in the
+  last `horizon_days` before the split time are the validation labels, embedded from what they did
+  before that; the metric is Recall@10 (§4.1).
+
+Both score at most `max_users` users (a fixed random subset) so that a validation pass costs a
+fraction of an epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from model_core.embed import user_item_vectors
+from model_core.evaluation import EvalConfig, build_eval_set, is_eval_user
+from model_core.leave_one_out import Seen, full_ranks, leave_one_out
+from model_core.metrics import evaluate_retrieval, hit_and_ndcg_per_user, index_positions
+from model_core.timelines import PinCatalog, Timelines
+
+Validate = Callable[[Any], float]
+
+
+@dataclass(frozen=True)
+class Split:
+    """train: what the model may train on; validate: model → metric (higher is better)."""
+
+    train: Timelines
+    validate: Validate
+    n_users: int
+
+
+def _subset(n: int, max_users: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 7])
+    return np.sort(rng.choice(n, size=min(n, max_users), replace=False))
+
+
+def leave_one_out_split(
+    history: Timelines, catalog: PinCatalog, max_users: int = 5000, seed: int = 0
+) -> Split:
+    """Validation target = each user's last positive of `history`; NDCG@10, seen removed."""
+    val = leave_one_out(history)
+    keep = _subset(val.history.n_users, max_users, seed)
+    inputs = val.history.select_users(np.isin(np.arange(val.history.n_users), keep))
+    targets = val.target_pin_row[keep]
+    seen = Seen.of(inputs)
+
+    def validate(model: Any) -> float:
+        users, items = user_item_vectors(model, inputs, catalog)
+        _, ndcg = hit_and_ndcg_per_user(full_ranks(users, items, targets, seen))
+        return float(ndcg.mean())
+
+    # Train on everything but each validated user's target and what follows it; users with too
+    # few positives to validate on keep their whole history.
+    owner = np.repeat(np.arange(history.n_users), history.lengths)
+    cut = np.full(history.n_users, np.iinfo(np.int64).max)
+    validated = np.isin(history.user_ids, val.history.user_ids)
+    last_pos = np.full(history.n_users, -1)
+    np.maximum.at(last_pos, owner[history.positive], np.flatnonzero(history.positive))
+    cut[validated] = last_pos[validated]
+    train = history.select_rows(np.arange(len(owner)) < cut[owner])
+    return Split(train, validate, len(keep))
+
+
+def paper_split(
+    train_tl: Timelines,
+    catalog: PinCatalog,
+    split_ts: int,
+    horizon_days: float = 14.0,
+    fraction: float = 0.1,
+    max_users: int = 5000,
+    seed: int = 0,
+) -> Split:
+    """Hold out `fraction` of the training users; Recall@10 on their positives in
+    (split_ts - horizon, split_ts], embedded from their actions before that."""
+    held = is_eval_user(train_tl.user_ids, fraction, seed + 101)
+    val_ts = split_ts - int(horizon_days * 86_400)
+    cfg = EvalConfig(eval_fraction=1.0, horizon_days=horizon_days, seed=seed)
+    es = build_eval_set(train_tl.select_users(held).before(split_ts), catalog, val_ts, cfg)
+    keep_users = _subset(es.history.n_users, max_users, seed)
+    chosen = np.isin(es.positive_user, keep_users)
+    new_row = np.full(es.history.n_users, -1)
+    new_row[keep_users] = np.arange(len(keep_users))
+    inputs = es.history.select_users(np.isin(np.arange(es.history.n_users), keep_users))
+    pos_user, pos_row = new_row[es.positive_user[chosen]], es.positive_pin_row[chosen]
+    in_index = index_positions(es.index_rows, pos_row)
+
+    def validate(model: Any) -> float:
+        users, items = user_item_vectors(model, inputs, catalog)
+        m = evaluate_retrieval(users, pos_user, items[pos_row], items[es.index_rows], None, in_index)
+        return m.recall_at_k
+
+    return Split(train_tl.select_users(~held), validate, len(keep_users))
