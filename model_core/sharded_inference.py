@@ -11,6 +11,7 @@ same call in its own pod (docs/SCALING.md).
 
 from __future__ import annotations
 
+import atexit
 import math
 import multiprocessing
 import os
@@ -143,3 +144,19 @@ def embed_users_sharded(
     finally:
         torch.set_num_threads(before)
     return out
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def shared_pool(shards: int) -> Executor | None:
+    """A warm process pool for S > 1, kept for the life of this process (a backfill's many
+    partitions reuse it instead of spawning workers per day); None for S = 1."""
+    if shards <= 1:
+        return None
+    workers = min(shards, os.cpu_count() or 1)
+    if workers not in _POOLS:
+        ctx = multiprocessing.get_context("spawn")
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        atexit.register(_POOLS[workers].shutdown)
+    return _POOLS[workers]

@@ -9,8 +9,9 @@ import polars as pl
 import pyarrow as pa
 from dagster_duckdb import DuckDBResource
 
-from model_core.embed import embed_pins, embed_users
+from model_core.embed import embed_pins
 from model_core.model import PinnerFormer
+from model_core.sharded_inference import embed_users_sharded, shared_pool
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import DAILY_EAGER, EMBEDDINGS_EAGER
 from pinner_assets.partitions import daily_partitions
@@ -49,6 +50,8 @@ def infer_day(
     catalog: PinCatalog,
     day: datetime.date,
     device: str,
+    shards: int = 1,
+    batch_size: int = 1024,
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """New embeddings for the day's active users merged over the previous day's (paper Fig. 3).
 
@@ -86,7 +89,10 @@ def infer_day(
             "SELECT * FROM user_timelines WHERE as_of = ? ORDER BY user_id", [day]
         ).pl()
     timelines = to_timelines(rows, catalog, vocab, NO_LABELS)
-    emb = embed_users(model, timelines, catalog, device=device)
+    # S shards by a stable user hash, in parallel worker processes; bit-identical for every S
+    emb = embed_users_sharded(
+        model, timelines, catalog, shards, batch_size, device, pool=shared_pool(shards)
+    )
     new = pl.DataFrame(
         {
             "as_of": [day] * timelines.n_users,
@@ -103,7 +109,12 @@ def infer_day(
             "updated_on": pl.Date,
         },
     )
-    stats = {"n_inferred": new.height, "full_reinference": full, "has_previous": prev is not None}
+    stats = {
+        "n_inferred": new.height,
+        "full_reinference": full,
+        "has_previous": prev is not None,
+        "inference_shards": shards,
+    }
     return new, stats
 
 
@@ -176,7 +187,16 @@ def user_embeddings(
         checked = []
         for key in context.partition_keys:
             day = datetime.date.fromisoformat(key)
-            new, stats = infer_day(con, model, version, catalog, day, device)
+            new, stats = infer_day(
+                con,
+                model,
+                version,
+                catalog,
+                day,
+                device,
+                compute.inference_shards,
+                compute.inference_batch_size,
+            )
             stats = {"n_users": write_partition(con, day, new, version, stats), **stats}
             per_day.append({"day": key, **stats})
             checked.append(embedding_matrix(new))

@@ -346,6 +346,9 @@ class ComputeResource(dg.ConfigurableResource):
         description="S: user_embeddings splits the day's users by a stable hash into S shards "
         "computed by parallel worker processes and merged in one transaction; 1 = in process.",
     )
+    inference_batch_size: int = Field(
+        default=1024, description="Users per inference batch (and per hash bucket of a shard)."
+    )
     k8s_image: str = Field(
         default="pinnerformer:latest", description="launcher=k8s: the training image."
     )
