@@ -1,11 +1,13 @@
 """Daily user inference split into S shards by a stable user hash, computed in parallel workers.
 
 Bit-identical for every S by construction: the day's users fall into `n_buckets` hash buckets
-(a function of the day's user count and the batch size, never of S); a batch never crosses a
-bucket and holds the bucket's users in id order; shard s computes the buckets b with
-b % S == s. Every S therefore runs exactly the same batches, only on different workers.
+(a function of the day's user count and the batch size, never of S); inside a bucket users are
+ordered by window length (longest first, then id) and cut into batches, so a batch never crosses
+a bucket and pads to little more than its own longest window; shard s computes the buckets b with
+b % S == s. Every S therefore runs exactly the same batches, only on different workers, each
+with the same number of intra-op threads.
 
-On one machine the shards run in a process pool (`shard_pool`); on a cluster each shard is the
+On one machine the shards run in a process pool (`shared_pool`); on a cluster each shard is the
 same call in its own pod (docs/SCALING.md).
 """
 
@@ -27,17 +29,22 @@ from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, Timelines
 from model_core.training_data import user_shard
 
+BATCHES_PER_BUCKET = 8  # enough batches per bucket for length-sorting to cut the padding
+
 
 def n_buckets(n_users: int, batch_size: int) -> int:
-    """Buckets of about one batch each; depends on the day, not on S."""
-    return max(1, math.ceil(n_users / batch_size))
+    """About BATCHES_PER_BUCKET batches per bucket; depends on the day, not on S."""
+    return max(1, math.ceil(n_users / (batch_size * BATCHES_PER_BUCKET)))
 
 
-def shard_users(user_ids: np.ndarray, shards: int, batch_size: int) -> list[np.ndarray]:
-    """[U] int64 sorted user ids → for each shard, the user indices it computes, ordered by
-    (bucket, user id): the order in which its batches are cut."""
-    buckets = user_shard(user_ids, n_buckets(len(user_ids), batch_size))
-    order = np.lexsort((user_ids, buckets))  # by bucket, then id
+def shard_users(
+    timelines: Timelines, shards: int, batch_size: int, max_len: int
+) -> list[np.ndarray]:
+    """For each shard, the user indices it computes, in the order its batches are cut:
+    by bucket, then window length (longest first), then user id."""
+    buckets = user_shard(timelines.user_ids, n_buckets(timelines.n_users, batch_size))
+    window = np.minimum(timelines.lengths, max_len)
+    order = np.lexsort((timelines.user_ids, -window, buckets))
     return [order[buckets[order] % shards == s] for s in range(shards)]
 
 
@@ -86,8 +93,8 @@ def embed_shard(
     device: str = "cpu",
     threads: int = 1,
 ) -> np.ndarray:
-    """[U, D] float32 for a shard's timelines (users in (bucket, id) order), one batch per
-    bucket chunk, with `threads` intra-op threads."""
+    """[U, D] float32 for a shard's timelines (users in `shard_users` order): batches of at
+    most `batch_size` that never cross a bucket, with `threads` intra-op threads."""
     torch.set_num_threads(threads)
     buckets = user_shard(timelines.user_ids, n_bucket)
     ends = timelines.offsets[1:] - 1
@@ -127,7 +134,7 @@ def embed_users_sharded(
     """
     assert shards >= 1, f"shards must be >= 1, got {shards}"
     nb = n_buckets(timelines.n_users, batch_size)
-    plan = shard_users(timelines.user_ids, shards, batch_size)
+    plan = shard_users(timelines, shards, batch_size, model.config.max_len)
     out = np.empty((timelines.n_users, model.config.out_dim), dtype=np.float32)
     model = model.cpu().eval() if pool is not None else model
     before = torch.get_num_threads()

@@ -37,11 +37,17 @@ def test_user_shard_is_stable_and_balanced() -> None:
 
 
 def test_shards_partition_the_users(tiny_timelines: Timelines) -> None:
-    plan = shard_users(tiny_timelines.user_ids, 4, batch_size=16)
+    plan = shard_users(tiny_timelines, 4, batch_size=8, max_len=16)
     every = np.sort(np.concatenate(plan))
     np.testing.assert_array_equal(every, np.arange(tiny_timelines.n_users))
     assert all(len(p) > 0 for p in plan)
-    assert n_buckets(tiny_timelines.n_users, 16) > 4
+    assert n_buckets(tiny_timelines.n_users, 8) > 4
+    # within a shard: bucket by bucket, longest window first
+    window = np.minimum(tiny_timelines.lengths, 16)
+    buckets = user_shard(tiny_timelines.user_ids, n_buckets(tiny_timelines.n_users, 8))
+    for users in plan:
+        key = buckets[users] * 100 - window[users]
+        assert np.all(np.diff(key) >= 0)
 
 
 def test_subset_keeps_each_users_timeline(
@@ -63,13 +69,13 @@ def test_subset_keeps_each_users_timeline(
 def test_four_shards_in_parallel_are_bit_identical_to_one(
     model: PinnerFormer, tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
-    one = embed_users_sharded(model, tiny_timelines, tiny_catalog, shards=1, batch_size=64)
+    one = embed_users_sharded(model, tiny_timelines, tiny_catalog, shards=1, batch_size=16)
     with shard_pool(4) as pool:
         four = embed_users_sharded(
-            model, tiny_timelines, tiny_catalog, shards=4, batch_size=64, pool=pool
+            model, tiny_timelines, tiny_catalog, shards=4, batch_size=16, pool=pool
         )
     np.testing.assert_array_equal(four, one)  # bit for bit, not approximately
-    three = embed_users_sharded(model, tiny_timelines, tiny_catalog, shards=3, batch_size=64)
+    three = embed_users_sharded(model, tiny_timelines, tiny_catalog, shards=3, batch_size=16)
     np.testing.assert_array_equal(three, one)
     # and the same embeddings as unsharded inference, up to float32 batching noise
     np.testing.assert_allclose(one, embed_users(model, tiny_timelines, tiny_catalog), atol=1e-5)

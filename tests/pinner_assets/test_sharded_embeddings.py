@@ -21,12 +21,12 @@ def test_four_shards_equal_one_shard(pipeline: Pipeline) -> None:
     p.days(day(0), day(2))
     p.train()
     # small batches so the tiny world's day spans many hash buckets, and S = 4 splits them
-    one = {**p.resources, "compute": ComputeResource(device="cpu", inference_batch_size=16)}
+    one = {**p.resources, "compute": ComputeResource(device="cpu", inference_batch_size=8)}
     Pipeline(one, p.instance).run(["user_embeddings"], day(0), day(2))
     unsharded = [table(p, day(i)) for i in range(3)]
     four = {
         **one,
-        "compute": ComputeResource(device="cpu", inference_shards=4, inference_batch_size=16),
+        "compute": ComputeResource(device="cpu", inference_shards=4, inference_batch_size=8),
     }
     result = Pipeline(four, p.instance).run(["user_embeddings"], day(0), day(2))
     assert result.success
