@@ -4,7 +4,7 @@ import dagster as dg
 
 from pinner_assets.automation import automation_sensor
 from pinner_assets.embeddings import pin_embeddings, pin_index, user_embeddings
-from pinner_assets.evaluation import evaluation_report
+from pinner_assets.evaluation import embedding_drift, evaluation_report
 from pinner_assets.ingest import pin_features, raw_actions
 from pinner_assets.resources import default_resources
 from pinner_assets.schedules import daily_pipeline_job, daily_pipeline_schedule, training_job
@@ -22,6 +22,7 @@ ASSETS = [
     pin_embeddings,
     pin_index,
     evaluation_report,
+    embedding_drift,
 ]
 
 

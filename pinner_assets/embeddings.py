@@ -18,8 +18,8 @@ from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ComputeResource, PinnerStorage
 from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
 from pinner_assets.training import load_latest_model
-from pinner_assets.vectors import build_hnsw, hnsw_recall, vector_column, write_lance_table
-from pinner_assets.warehouse import ensure_tables
+from pinner_assets.vectors import build_hnsw, hnsw_recall, publish_vectors, vector_column
+from pinner_assets.warehouse import LOCK_RETRY, ensure_tables
 
 PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
     start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
@@ -72,10 +72,14 @@ def infer_day(
             f"user_embeddings[{prev_day}] is missing, so user_embeddings[{day}] cannot merge over "
             f"it. Materialise {prev_day} first (or backfill the range up to {day} in one run).",
         )
-    n_raw = con.execute("SELECT count(*) FROM raw_actions WHERE event_date = ?", [day]).fetchone()
-    n_tl = con.execute("SELECT count(*) FROM user_timelines WHERE as_of = ?", [day]).fetchone()
-    if n_raw and n_raw[0] > 0 and n_tl is not None and n_tl[0] == 0:
-        raise dg.Failure(f"user_timelines[{day}] is missing while raw_actions[{day}] has rows")
+    built = con.execute("SELECT 1 FROM user_timeline_partitions WHERE as_of = ?", [day]).fetchone()
+    if built is None:  # never built, or held back by a hole in raw_actions
+        raise dg.Failure(
+            f"user_timelines[{day}] is not built, so user_embeddings[{day}] would merge over a "
+            f"hole. Materialise user_timelines[{day}] first (it waits for every raw_actions day "
+            "it reads).",
+            allow_retries=False,
+        )
     full = prev is not None and prev[0] != version
     if full:
         users = (
@@ -161,12 +165,16 @@ def write_partition(
     deps=[
         "user_timelines",
         "trained_model",
+        "pin_features",
         dg.AssetDep("user_embeddings", partition_mapping=PREVIOUS_DAY),
     ],
     pool="duckdb",
     group_name="serving",
+    kinds={"duckdb", "lancedb", "pytorch"},
+    owners=["team:ml-platform"],
+    code_version="user_embeddings-2",
+    retry_policy=LOCK_RETRY,
     automation_condition=EMBEDDINGS_EAGER,
-    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="user_embeddings", blocking=True)],
 )
 def user_embeddings(
     context: dg.AssetExecutionContext,
@@ -184,7 +192,6 @@ def user_embeddings(
     with duckdb.get_connection() as con:
         ensure_tables(con)
         catalog = load_catalog(con)
-        checked = []
         for key in context.partition_keys:
             day = datetime.date.fromisoformat(key)
             new, stats = infer_day(
@@ -197,34 +204,32 @@ def user_embeddings(
                 compute.inference_shards,
                 compute.inference_batch_size,
             )
+            # the check runs on the in-memory result: a bad day is never written or published
+            require_valid(
+                embedding_check(embedding_matrix(new)),
+                f"user_embeddings[{key}]",
+                new["user_id"].to_numpy(),
+            )
             stats = {"n_users": write_partition(con, day, new, version, stats), **stats}
             per_day.append({"day": key, **stats})
-            checked.append(embedding_matrix(new))
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": stats["n_users"],
+                    "users_inferred": stats["n_inferred"],
+                    "full_reinference": bool(stats["full_reinference"]),
+                    "model_version": version,
+                },
+                partition_key=key,
+            )
             context.log.info(f"user_embeddings[{key}]: {stats}")
         latest = con.execute("SELECT max(as_of) FROM user_embedding_partitions").fetchone()
         if latest is not None and latest[0] == day:
-            publish_users(
-                storage,
-                con.execute(
-                    "SELECT * FROM user_embeddings WHERE as_of = ? ORDER BY user_id", [day]
-                ).pl(),
-            )
-    last = per_day[-1]
-    return dg.MaterializeResult(
-        metadata={
-            "model_version": version,
-            "users": last["n_users"],
-            "inferred_users": last["n_inferred"],
-            "full_reinference": bool(last["full_reinference"]),
-            "days": len(per_day),
-        },
-        # every day's new embeddings; carried-over rows were checked on the day they were made
-        check_results=[
-            embedding_check(
-                np.concatenate([m for m in checked if len(m)] or [embedding_matrix(new)])
-            )
-        ],
-    )
+            merged = con.execute(
+                "SELECT * FROM user_embeddings WHERE as_of = ? ORDER BY user_id", [day]
+            ).pl()
+            pointer = publish_users(storage, merged, version, day)
+            context.log.info(f"LanceDB published pair: {pointer}")
+    return dg.MaterializeResult()
 
 
 def embedding_matrix(df: pl.DataFrame) -> np.ndarray:
@@ -234,12 +239,29 @@ def embedding_matrix(df: pl.DataFrame) -> np.ndarray:
     return np.asarray(df["embedding"].to_list(), dtype=np.float32).reshape(df.height, -1)
 
 
-def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
-    """The latest merged partition → LanceDB `user_embeddings` (what notebooks query)."""
+def require_valid(result: dg.AssetCheckResult, what: str, ids: np.ndarray) -> None:
+    """Raise before anything is written when the in-memory embeddings fail their check."""
+    dup = len(ids) - len(np.unique(ids))
+    if result.passed and dup == 0:
+        return
+    raise dg.Failure(
+        f"{what} not written: embeddings_valid failed on the computed rows "
+        f"({dict(result.metadata)}, duplicate ids: {dup}); the stored and published data are "
+        "unchanged.",
+        allow_retries=False,
+    )
+
+
+def publish_users(
+    storage: PinnerStorage, merged: pl.DataFrame, version: str, day: datetime.date
+) -> dict | None:
+    """The latest merged partition → LanceDB `users__<version>`, published together with the
+    pins of the same version (vectors.publish_vectors). Returns the pointer in force."""
     emb = embedding_matrix(merged)
-    write_lance_table(
+    return publish_vectors(
         storage.lancedb_uri,
-        "user_embeddings",
+        "users",
+        version,
         {
             "user_id": pa.array(merged["user_id"].to_numpy(), pa.int64()),
             "vector": vector_column(emb),
@@ -248,6 +270,7 @@ def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
             "updated_on": pa.array(merged["updated_on"].to_list(), pa.date32()),
         },
         index=False,
+        as_of=day.isoformat(),
     )
 
 
@@ -255,8 +278,20 @@ def publish_users(storage: PinnerStorage, merged: pl.DataFrame) -> None:
     deps=["trained_model", "pin_features"],
     pool="duckdb",
     group_name="serving",
+    kinds={"duckdb", "pytorch"},
+    owners=["team:ml-platform"],
+    code_version="pin_embeddings-2",
+    retry_policy=LOCK_RETRY,
     automation_condition=DAILY_EAGER,
-    check_specs=[dg.AssetCheckSpec("embeddings_valid", asset="pin_embeddings", blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "embeddings_valid",
+            asset="pin_embeddings",
+            blocking=True,
+            description="Every pin vector is finite and unit-norm and every pin id appears once; "
+            "evaluated on the computed vectors BEFORE they are written (a failure writes nothing).",
+        )
+    ],
 )
 def pin_embeddings(
     duckdb: DuckDBResource, storage: PinnerStorage, compute: ComputeResource
@@ -270,6 +305,8 @@ def pin_embeddings(
         emb = embed_pins(
             model, catalog.embeddings, catalog.pin_ids, device=str(resolve_device(compute.device))
         )
+        check = embedding_check(emb)
+        require_valid(check, f"pin_embeddings of {version}", catalog.pin_ids)
         today = datetime.datetime.now(datetime.timezone.utc).date()
         df = pl.DataFrame(
             {
@@ -280,31 +317,59 @@ def pin_embeddings(
                 "as_of": [today] * len(emb),
             }
         )
+        # one row set per model version: a report of an old day scores with its own model's pins
+        ensure_tables(con)
         con.execute("BEGIN TRANSACTION")
-        con.execute("DROP TABLE IF EXISTS pin_embeddings")
-        con.register("_pins", df.to_arrow())
-        con.execute(
-            f"CREATE TABLE pin_embeddings AS SELECT pin_id, embedding::FLOAT[{emb.shape[1]}] "
-            "AS embedding, topic, model_version, as_of FROM _pins"
-        )
-        con.execute("COMMIT")
+        try:
+            con.execute("DELETE FROM pin_embeddings WHERE model_version = ?", [version])
+            con.register("_pins", df.to_arrow())
+            con.execute(
+                "INSERT INTO pin_embeddings SELECT pin_id, embedding::FLOAT[], topic, "
+                "model_version, as_of FROM _pins"
+            )
+            con.unregister("_pins")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     return dg.MaterializeResult(
-        metadata={"pins": len(emb), "model_version": version},
-        check_results=[embedding_check(emb)],
+        metadata={"dagster/row_count": len(emb), "model_version": version},
+        check_results=[check],
+        data_version=dg.DataVersion(version),
     )
 
 
-def load_pin_embeddings(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def load_pin_embeddings(con: duckdb.DuckDBPyConnection, version: str) -> pl.DataFrame:
+    """The pin tower's vectors of model `version` (empty if that version was never embedded)."""
     return con.execute(
-        "SELECT pin_id, embedding, topic, model_version FROM pin_embeddings ORDER BY pin_id"
+        "SELECT pin_id, embedding, topic, model_version FROM pin_embeddings "
+        "WHERE model_version = ? ORDER BY pin_id",
+        [version],
     ).pl()
 
 
-@dg.asset(deps=["pin_embeddings"], group_name="serving", automation_condition=DAILY_EAGER)
+@dg.asset(
+    deps=["pin_embeddings", "trained_model"],
+    group_name="serving",
+    kinds={"lancedb"},
+    owners=["team:ml-platform"],
+    code_version="pin_index-2",
+    pool="duckdb",
+    retry_policy=LOCK_RETRY,
+    automation_condition=DAILY_EAGER,
+)
 def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeResult:
-    """hnswlib HNSW graph file + LanceDB `pin_embeddings` table with its own ANN index."""
+    """hnswlib HNSW graph file + LanceDB `pins__<version>` table with its own ANN index, published
+    together with the users of the same model version (vectors.publish_vectors)."""
+    _, serving = load_latest_model(storage)
     with duckdb.get_connection() as con:
-        df = load_pin_embeddings(con)
+        df = load_pin_embeddings(con, serving)
+    if df.height == 0:
+        raise dg.Failure(
+            f"pin_embeddings has no vectors of the serving model {serving}: materialise "
+            "pin_embeddings first",
+            allow_retries=False,
+        )
     emb = np.asarray(df["embedding"].to_list(), dtype=np.float32)
     ids = df["pin_id"].to_numpy().astype(np.int64)
     version = df["model_version"][0]
@@ -313,9 +378,10 @@ def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeR
     rng = np.random.default_rng(0)
     queries = emb[rng.choice(len(emb), size=min(200, len(emb)), replace=False)]
     recall = hnsw_recall(index, emb, ids, queries)
-    table = write_lance_table(
+    pointer = publish_vectors(
         storage.lancedb_uri,
-        "pin_embeddings",
+        "pins",
+        version,
         {
             "pin_id": pa.array(ids, pa.int64()),
             "vector": vector_column(emb),
@@ -330,7 +396,7 @@ def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeR
             "hnsw_path": dg.MetadataValue.path(str(path)),
             "hnsw_recall_at_10_vs_exact": recall,
             "lancedb_uri": storage.lancedb_uri,
-            "lancedb_rows": table.count_rows(),
+            "lancedb_published": dg.MetadataValue.json(pointer or {}),
             "model_version": version,
         }
     )

@@ -2,8 +2,14 @@
 
 For partition D the split time is the end of D: held-out users (disjoint from training, §4.1)
 are represented by their user_embeddings[D] row — exactly what the daily batch published — and
-their positives are their positive engagements in (D, D + 14 days]. Days whose future is not in
-the warehouse yet report what is there (`horizon_days_available`), or nulls when nothing is.
+their positives are their positive engagements in (D, D + 14 days]. The report therefore depends
+on raw_actions (D, D + 14] (a forward time window, declared) and is materialised by automation
+once those days are stored, never at 01:30 of D + 1 when none of them exist. It scores with the
+pin vectors of the model that made the users' rows (pin_embeddings keeps every version), so a
+retrain never changes a past report, and it records that version. The last 14 days of a finished
+log have a shorter horizon (`horizon_days_available`).
+
+Drift of the user embeddings is its own daily asset, embedding_drift (it needs only D - 1 and D).
 """
 
 import datetime
@@ -18,13 +24,32 @@ from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
 from model_core.features import FeatureConfig
 from model_core.metrics import evaluate_retrieval
 from model_core.timelines import PinCatalog, PositiveRule
-from pinner_assets.automation import EMBEDDINGS_EAGER
+from pinner_assets.automation import EMBEDDINGS_EAGER, REPORT_EAGER
 from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
 from pinner_assets.partitions import daily_partitions
-from pinner_assets.report import write_evaluation_report
+from pinner_assets.report import write_drift_report, write_evaluation_report
 from pinner_assets.resources import ActionSource, EvaluationSplit, PinnerStorage
-from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
+from pinner_assets.timelines import (
+    LOOKBACK_DAYS,
+    MAX_LEN,
+    load_catalog,
+    query_last_actions,
+    to_timelines,
+)
 from pinner_assets.training import load_latest_model
+from pinner_assets.warehouse import LOCK_RETRY, stored_days
+
+DAY_AND_PREVIOUS = dg.TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True
+)
+HORIZON_DAYS = 14  # the paper's evaluation window; EvaluationSplit.horizon_days must not exceed it
+# raw_actions read by evaluation_report[D]: the lookback of the users' history and the popularity
+# baseline (D - 55 .. D) and the labels (D + 1 .. D + 14).
+REPORT_READS = dg.TimeWindowPartitionMapping(
+    start_offset=-(LOOKBACK_DAYS - 1),
+    end_offset=HORIZON_DAYS,
+    allow_nonexistent_upstream_partitions=True,
+)
 
 METRIC_KEYS = ("recall_at_10", "p90_coverage_at_10", "interest_entropy_at_50")
 
@@ -68,6 +93,7 @@ def score_day(
     max_len: int,
     vocab: FeatureConfig,
     rule: PositiveRule,
+    version: str,
 ) -> dict[str, object]:
     """The metrics of one day; `vocab` and `rule` are the source's (what is input, what is a
     positive: labels, popularity and the recent-positives baseline)."""
@@ -76,7 +102,13 @@ def score_day(
     positives, n_days = future_positives(
         con, day, split.horizon_days, held["user_id"].to_numpy(), rule
     )
-    pins = load_pin_embeddings(con)
+    pins = load_pin_embeddings(con, version)
+    if pins.height == 0:
+        raise dg.Failure(
+            f"no pin vectors of model {version} (the model of user_embeddings[{day}]); "
+            "materialise pin_embeddings with that model",
+            allow_retries=False,
+        )
     catalog: PinCatalog = load_catalog(con)
     out: dict[str, object] = {"horizon_days_available": n_days}
     rows = catalog.rows(positives["pin_id"].to_numpy())
@@ -96,8 +128,8 @@ def score_day(
 
     pop_counts = con.execute(
         f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
-        f"AND {rule.sql()} GROUP BY pin_id",
-        [day],
+        f"AND event_date > ? AND {rule.sql()} GROUP BY pin_id",
+        [day, day - datetime.timedelta(days=LOOKBACK_DAYS)],
     ).pl()
     popularity = np.zeros(len(catalog), dtype=np.float64)
     known = catalog.rows(pop_counts["pin_id"].to_numpy())
@@ -129,12 +161,41 @@ def score_day(
     }
 
 
+def users_version(con: duckdb.DuckDBPyConnection, day: datetime.date) -> str:
+    """The model version of user_embeddings[day] (one per partition by construction)."""
+    row = con.execute(
+        "SELECT model_version FROM user_embedding_partitions WHERE as_of = ?", [day]
+    ).fetchone()
+    if row is None:
+        raise dg.Failure(f"user_embeddings[{day}] is not built", allow_retries=False)
+    return str(row[0])
+
+
+def label_days(con: duckdb.DuckDBPyConnection, day: datetime.date, horizon: int) -> list[str]:
+    """Days of (day, day + horizon] inside the partition range that are not stored yet."""
+    keys = set(daily_partitions.get_partition_keys())
+    window = [day + datetime.timedelta(days=i) for i in range(1, horizon + 1)]
+    have = stored_days(con, "raw_action_partitions", "event_date", window[0], window[-1])
+    return [d.isoformat() for d in window if d.isoformat() in keys and d not in have]
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["user_embeddings", "pin_embeddings", "trained_model"],
+    deps=[
+        "user_embeddings",
+        dg.AssetDep("raw_actions", partition_mapping=REPORT_READS),
+        "pin_embeddings",
+        "pin_features",
+        "trained_model",
+    ],
+    pool="duckdb",
+    retry_policy=LOCK_RETRY,
     group_name="evaluation",
-    automation_condition=EMBEDDINGS_EAGER,
+    kinds={"duckdb", "evidently"},
+    owners=["team:ml-platform"],
+    code_version="evaluation_report-2",
+    automation_condition=REPORT_EAGER,
 )
 def evaluation_report(
     context: dg.AssetExecutionContext,
@@ -143,38 +204,114 @@ def evaluation_report(
     split: EvaluationSplit,
     source: ActionSource,
 ) -> dg.MaterializeResult:
-    """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines, an
-    Evidently HTML report (today's vs yesterday's user-embedding drift, the metric table, the
-    training curve): reports/<day>/metrics.json and report.html. Positives follow the source's
-    rule."""
-    model, version = load_latest_model(storage)
+    """Recall@10, P90 coverage@10, interest entropy@50 for PinnerFormer and the baselines, the
+    metric table as an Evidently HTML page: reports/<day>/metrics.json and report.html.
+
+    Scores user_embeddings[D] with the pins of the SAME model version and records it. Refuses to
+    run while a label day (D, D + 14] inside the partition range is not stored."""
     vocab, rule = source.feature_config(), source.rule()
-    headline: dict[str, object] = {}
+    _, serving = load_latest_model(storage)
     for key in context.partition_keys:
         day = datetime.date.fromisoformat(key)
         with duckdb.get_connection() as con:
-            metrics = score_day(con, day, split, model.config.max_len, vocab, rule)
+            missing = label_days(con, day, split.horizon_days)
+            if missing:
+                raise dg.Failure(
+                    f"evaluation_report[{key}] needs the labels of raw_actions ({key}, "
+                    f"{day + datetime.timedelta(days=split.horizon_days)}]; not stored yet: "
+                    f"{missing}. Automation materialises the report once they are.",
+                    allow_retries=False,
+                )
+            version = users_version(con, day)
+            metrics = score_day(con, day, split, MAX_LEN, vocab, rule, version)
             today = embedding_matrix(_embeddings(con, day))
-            yesterday_df = _embeddings(con, day - datetime.timedelta(days=1))
-        payload = {"as_of": key, "model_version": version, **metrics}
+        payload = {
+            "as_of": key,
+            "model_version": version,
+            "users_model_version": version,
+            "pins_model_version": version,
+            "serving_model_version_at_report": serving,
+            **metrics,
+        }
         paths = write_evaluation_report(
             storage.path("reports", key, "metrics.json").parent,
             payload,
             today,
-            embedding_matrix(yesterday_df) if yesterday_df.height else None,
+            None,
+            no_reference_note="drift is the embedding_drift asset (reports/<day>/drift.html)",
         )
-        headline = {"as_of": key, **metrics, "report": str(paths.html)}
+        pf = metrics.get("pinnerformer") or {}
+        base = metrics.get("baselines") or {}
+        meta: dict[str, object] = {
+            "model_version": version,
+            "eval_users": metrics.get("eval_users", 0),
+            "horizon_days_available": metrics.get("horizon_days_available", 0),
+            "report": dg.MetadataValue.path(str(paths.html)),
+            "recall_at_10_table": dg.MetadataValue.md(_recall_table(pf, base)),
+        }
+        if isinstance(pf, dict):
+            meta.update({f"pinnerformer/{k}": v for k, v in pf.items()})
+        if isinstance(base, dict):
+            for name, vals in base.items():
+                meta.update({f"{name}/{k}": v for k, v in vals.items()})
+        context.add_asset_metadata(meta, partition_key=key)
         context.log.info(f"evaluation_report[{key}]: {metrics}")
-    pf = headline.get("pinnerformer") or {}
-    base = headline.get("baselines") or {}
-    meta: dict[str, object] = {
-        "eval_users": headline.get("eval_users", 0),
-        "horizon_days_available": headline.get("horizon_days_available", 0),
-        "report": dg.MetadataValue.path(str(headline.get("report", ""))),
-    }
-    if isinstance(pf, dict):
-        meta.update({f"pinnerformer/{k}": v for k, v in pf.items()})
-    if isinstance(base, dict):
-        for name, vals in base.items():
-            meta.update({f"{name}/{k}": v for k, v in vals.items()})
-    return dg.MaterializeResult(metadata=meta)  # type: ignore[arg-type]
+    return dg.MaterializeResult()
+
+
+def _recall_table(pf: object, base: object) -> str:
+    rows = {"pinnerformer": pf, **(base if isinstance(base, dict) else {})}
+    lines = ["| scorer | recall@10 | P90 coverage@10 | entropy@50 |", "|---|---|---|---|"]
+    for name, m in rows.items():
+        if isinstance(m, dict) and m:
+            lines.append(
+                f"| {name} | {m['recall_at_10']:.4f} | {m['p90_coverage_at_10']:.4f} "
+                f"| {m['interest_entropy_at_50']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=[dg.AssetDep("user_embeddings", partition_mapping=DAY_AND_PREVIOUS)],
+    pool="duckdb",
+    retry_policy=LOCK_RETRY,
+    group_name="evaluation",
+    kinds={"evidently"},
+    owners=["team:ml-platform"],
+    code_version="embedding_drift-1",
+    automation_condition=EMBEDDINGS_EAGER,
+)
+def embedding_drift(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, storage: PinnerStorage
+) -> dg.MaterializeResult:
+    """Drift of user_embeddings[D] against user_embeddings[D - 1] (Evidently, domain-classifier
+    ROC AUC): reports/<day>/drift.json and drift.html. Across a model change the two days are not
+    comparable, and the report says so instead of scoring."""
+    for key in context.partition_keys:
+        day = datetime.date.fromisoformat(key)
+        prev = day - datetime.timedelta(days=1)
+        with duckdb.get_connection() as con:
+            today = embedding_matrix(_embeddings(con, day))
+            version = users_version(con, day)
+            row = con.execute(
+                "SELECT model_version FROM user_embedding_partitions WHERE as_of = ?", [prev]
+            ).fetchone()
+            yesterday = embedding_matrix(_embeddings(con, prev)) if row else None
+        note = None
+        if row is not None and row[0] != version:
+            yesterday, note = None, f"model changed from {row[0]} to {version}"
+        drift = write_drift_report(
+            storage.path("reports", key, "drift.json").parent, today, yesterday, note
+        )
+        context.add_asset_metadata(
+            {
+                "model_version": version,
+                "drift_score": drift.drift_score if drift.drift_score is not None else "n/a",
+                "drift_detected": bool(drift.drift_detected),
+                "report": dg.MetadataValue.path(str(drift.html)),
+            },
+            partition_key=key,
+        )
+    return dg.MaterializeResult()

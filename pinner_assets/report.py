@@ -197,6 +197,7 @@ def write_evaluation_report(
     training_curve: list[dict[str, float]] | None = None,
     max_rows: int = 5000,
     seed: int = 0,
+    no_reference_note: str | None = None,
 ) -> ReportPaths:
     """Write ``out_dir/metrics.json`` and ``out_dir/report.html``, each atomically.
 
@@ -233,7 +234,7 @@ def write_evaluation_report(
     )
 
     reference: Dataset | None = None
-    note = _no_reference_reason(user_emb_yesterday, dim)
+    note = no_reference_note or _no_reference_reason(user_emb_yesterday, dim)
     if note is None:
         assert user_emb_yesterday is not None
         assert np.isfinite(user_emb_yesterday).all(), "user_emb_yesterday has NaN or inf"
@@ -285,6 +286,66 @@ def write_evaluation_report(
     with _atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return ReportPaths(json_path, html_path, drift_score, drift_detected)
+
+
+def write_drift_report(
+    out_dir: Path,
+    user_emb_today: np.ndarray,
+    user_emb_yesterday: np.ndarray | None,
+    note: str | None = None,
+    max_rows: int = 5000,
+    seed: int = 0,
+) -> ReportPaths:
+    """``out_dir/drift.json`` and ``out_dir/drift.html``: the embedding drift section alone (the
+    ``embedding_drift`` asset). ``note`` says why there is no reference (e.g. a model change)."""
+    assert user_emb_today.ndim == 2, f"user_emb_today must be [U, D], got {user_emb_today.shape}"
+    assert user_emb_today.shape[0] > 0, "user_emb_today has no rows"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cols = [f"e{i}" for i in range(user_emb_today.shape[1])]
+    definition = DataDefinition(embeddings={EMBEDDINGS_NAME: cols}, numerical_columns=cols)
+
+    def dataset(emb: np.ndarray) -> Dataset:
+        frame = pd.DataFrame(_subsample(emb, max_rows, rng), columns=cols)
+        return Dataset.from_pandas(frame, data_definition=definition)
+
+    note = note or _no_reference_reason(user_emb_yesterday, user_emb_today.shape[1])
+    score: float | None = None
+    if note is None:
+        assert user_emb_yesterday is not None
+        method = _model_drift(threshold=DRIFT_THRESHOLD, bootstrap=False)
+        sections: list[Any] = [
+            EmbeddingsDrift(embeddings_name=EMBEDDINGS_NAME, drift_method=method)
+        ]
+        with tsne_replaced_by_pca():
+            snapshot = Report(sections).run(dataset(user_emb_today), dataset(user_emb_yesterday))
+        score = float(
+            next(
+                m["value"]
+                for m in snapshot.dict()["metrics"]
+                if m["config"]["type"].endswith(":EmbeddingsDrift")
+            )
+        )
+    else:
+        sections = [ReportNote(title="Embedding drift", text=f"No reference: {note}")]
+        snapshot = Report(sections).run(dataset(user_emb_today), None)
+    html_path = out_dir / "drift.html"
+    with _atomic_path(html_path) as tmp:
+        snapshot.save_html(str(tmp))
+    detected = None if score is None else score > DRIFT_THRESHOLD
+    payload = {
+        "method": DRIFT_METHOD,
+        "score": score,
+        "detected": detected,
+        "threshold": DRIFT_THRESHOLD,
+        "current_rows": int(user_emb_today.shape[0]),
+        "reference_rows": None if user_emb_yesterday is None else int(user_emb_yesterday.shape[0]),
+        "note": note,
+    }
+    json_path = out_dir / "drift.json"
+    with _atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return ReportPaths(json_path, html_path, score, detected)
 
 
 def _no_reference_reason(yesterday: np.ndarray | None, dim: int) -> str | None:

@@ -219,12 +219,20 @@ class ActionSource(dg.ConfigurableResource):
             return synthetic.generate_day(self.world_config(), day)
         if self.is_log:
             return self.raw_log().actions.filter(pl.col("event_date") == day)
-        base = Path(self.path)
-        for suffix, reader in ((".parquet", pl.read_parquet), (".csv", _read_csv)):
-            f = base / f"{day.isoformat()}{suffix}"
+        f = self.day_file(day)
+        if f is None:
+            raise FileNotFoundError(f"no {day.isoformat()}.parquet or .csv under {self.path}")
+        return pl.read_parquet(f) if f.suffix == ".parquet" else _read_csv(f)
+
+    def day_file(self, day: datetime.date) -> Path | None:
+        """kind="files": the day's file (YYYY-MM-DD.parquet, else .csv), None when it is absent."""
+        if self.kind != "files":
+            return None
+        for suffix in (".parquet", ".csv"):
+            f = Path(self.path) / f"{day.isoformat()}{suffix}"
             if f.exists():
-                return reader(f)
-        raise FileNotFoundError(f"no {day.isoformat()}.parquet or .csv under {base}")
+                return f
+        return None
 
     def load_pins(self, train_end: datetime.date | None = None) -> pl.DataFrame:
         """The pin_features contract: pin_id, embedding, topic.

@@ -15,7 +15,7 @@ from model_core.timelines import PinCatalog, PositiveRule, Timelines
 from pinner_assets.automation import DAILY_EAGER
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ActionSource, EvaluationSplit
-from pinner_assets.warehouse import replace_day
+from pinner_assets.warehouse import LOCK_RETRY, ensure_tables, replace_day, stored_days, utc_now
 
 MAX_LEN = 64  # M: the model's window; timelines keep exactly what inference reads
 # How far back a timeline looks. It is also the declared lineage (user_timelines[D] reads
@@ -102,31 +102,66 @@ def to_timelines(
     return timelines
 
 
+def missing_raw_days(con: duckdb.DuckDBPyConnection, day: datetime.date) -> list[datetime.date]:
+    """Days of the lookback window of `day` (inside the partition range) with no stored
+    raw_actions: never ingested, or rejected and not yet repaired. A timeline built over such a
+    hole would silently lack those actions."""
+    first = max(
+        day - datetime.timedelta(days=LOOKBACK_DAYS - 1),
+        datetime.date.fromisoformat(daily_partitions.get_first_partition_key() or day.isoformat()),
+    )
+    have = stored_days(con, "raw_action_partitions", "event_date", first, day)
+    n = (day - first).days + 1
+    return [d for d in (first + datetime.timedelta(days=i) for i in range(n)) if d not in have]
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[dg.AssetDep("raw_actions", partition_mapping=LOOKBACK)],
     pool="duckdb",
     group_name="timelines",
+    kinds={"duckdb"},
+    owners=["team:data-platform"],
+    code_version="user_timelines-2",
     automation_condition=DAILY_EAGER,
+    retry_policy=LOCK_RETRY,
 )
 def user_timelines(
     context: dg.AssetExecutionContext, source: ActionSource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     """For the users active on the day: their last M actions (within LOOKBACK_DAYS) up to the
-    end of the day, in the source's vocabulary."""
+    end of the day, in the source's vocabulary. Refuses to build over a hole: every raw_actions
+    day of the window must be stored."""
     vocab = source.feature_config()
-    counts = []
     with duckdb.get_connection() as con:
+        ensure_tables(con)
         for key in context.partition_keys:
             day = datetime.date.fromisoformat(key)
-            active = f"SELECT DISTINCT user_id FROM raw_actions WHERE event_date = DATE '{day}'"
+            holes = missing_raw_days(con, day)
+            if holes:
+                raise dg.Failure(
+                    f"user_timelines[{key}] reads raw_actions {holes[0]} .. {day}, and "
+                    f"raw_actions is not stored for {[d.isoformat() for d in holes][:10]}"
+                    f"{' ...' if len(holes) > 10 else ''} (rejected or never ingested). Repair "
+                    "or ingest those days first; automation then rebuilds this day.",
+                    allow_retries=False,
+                )
+            active = "SELECT DISTINCT user_id FROM raw_actions WHERE event_date = $day"
             rows = query_last_actions(con, day, active, vocab)
-            replace_day(con, "user_timelines", "as_of", day, rows)
-            counts.append(rows.height)
-    return dg.MaterializeResult(
-        metadata={"active_users": counts[-1] if counts else 0, "days": len(counts)}
-    )
+            replace_day(
+                con,
+                "user_timelines",
+                "as_of",
+                day,
+                rows,
+                ledger=("user_timeline_partitions", [day, rows.height, utc_now()]),
+            )
+            context.add_asset_metadata(
+                {"dagster/row_count": rows.height, "active_users": rows.height},
+                partition_key=key,
+            )
+    return dg.MaterializeResult()
 
 
 @dg.asset(deps=["raw_actions"], pool="duckdb", group_name="training")

@@ -6,7 +6,10 @@ DESIGN §7). Partition columns are DATE, never VARCHAR.
 """
 
 import datetime
+import time
+from collections.abc import Sequence
 
+import dagster as dg
 import duckdb
 import polars as pl
 
@@ -24,6 +27,21 @@ DDL = {
         CREATE TABLE IF NOT EXISTS user_embeddings (
             as_of DATE NOT NULL, user_id BIGINT NOT NULL, embedding FLOAT[] NOT NULL,
             model_version VARCHAR NOT NULL, updated_on DATE NOT NULL)""",
+    # One row per stored raw_actions day, written in the day's own transaction: a day that was
+    # never accepted (missing, or rejected and never repaired) has no row, an empty one is refused.
+    "raw_action_partitions": """
+        CREATE TABLE IF NOT EXISTS raw_action_partitions (
+            event_date DATE PRIMARY KEY, n_rows BIGINT NOT NULL, content_hash VARCHAR NOT NULL,
+            ingested_at TIMESTAMP NOT NULL)""",
+    "user_timeline_partitions": """
+        CREATE TABLE IF NOT EXISTS user_timeline_partitions (
+            as_of DATE PRIMARY KEY, n_users BIGINT NOT NULL, built_at TIMESTAMP NOT NULL)""",
+    # Every model version's pin vectors (a list column: versions may differ in width), so a
+    # report of an old day scores against the pins of the model that made its users.
+    "pin_embeddings": """
+        CREATE TABLE IF NOT EXISTS pin_embeddings (
+            pin_id BIGINT NOT NULL, embedding FLOAT[] NOT NULL, topic INTEGER,
+            model_version VARCHAR NOT NULL, as_of DATE NOT NULL)""",
     # One row per materialised user_embeddings partition, written in the same transaction, so a
     # partition with zero users is still distinguishable from a missing one.
     "user_embedding_partitions": """
@@ -39,9 +57,18 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def replace_day(
-    con: duckdb.DuckDBPyConnection, table: str, date_col: str, day: datetime.date, df: pl.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    date_col: str,
+    day: datetime.date,
+    df: pl.DataFrame,
+    ledger: tuple[str, Sequence[object]] | None = None,
 ) -> None:
-    """Atomically replace the rows of `day` in `table` with `df` (same columns, same order)."""
+    """Atomically replace the rows of `day` in `table` with `df` (same columns, same order).
+
+    `ledger`: (ledger table, its row for `day`, first value the day) replaced in the SAME
+    transaction, so the ledger names exactly the days whose rows are stored.
+    """
     ensure_tables(con)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -50,6 +77,11 @@ def replace_day(
             con.register("_incoming", df.to_arrow())
             con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
             con.unregister("_incoming")
+        if ledger is not None:
+            name, row = ledger
+            con.execute(f"DELETE FROM {name} WHERE {date_col} = ?", [day])
+            marks = ", ".join("?" for _ in row)
+            con.execute(f"INSERT INTO {name} VALUES ({marks})", list(row))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -59,3 +91,44 @@ def replace_day(
 def to_naive_utc(df: pl.DataFrame, col: str = "ts") -> pl.DataFrame:
     """DuckDB stores TIMESTAMP (naive, UTC by contract); polars carries the UTC zone."""
     return df.with_columns(pl.col(col).dt.convert_time_zone("UTC").dt.replace_time_zone(None))
+
+
+def stored_days(
+    con: duckdb.DuckDBPyConnection,
+    ledger: str,
+    date_col: str,
+    first: datetime.date,
+    last: datetime.date,
+) -> set[datetime.date]:
+    """The days in [first, last] that `ledger` records as stored."""
+    rows = con.execute(
+        f"SELECT {date_col} FROM {ledger} WHERE {date_col} BETWEEN ? AND ?", [first, last]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def utc_now() -> datetime.datetime:
+    """Now, as the naive UTC timestamp DuckDB stores."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+# A step that loses the DuckDB file lock to another process (a notebook, a second code location)
+# is retried with backoff; failures of the pipeline's own rules say allow_retries=False.
+LOCK_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+def connect_read_only(path: str, attempts: int = 30) -> duckdb.DuckDBPyConnection:
+    """A read-only connection for readers outside the pipeline (notebooks, reports), retried
+    with backoff while a pipeline step holds the file's write lock."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(path, read_only=True)
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+    raise AssertionError("unreachable")

@@ -80,19 +80,33 @@ def test_new_model_version_reinfers_every_user(pipeline: Pipeline) -> None:
     assert all(updated == day(2) for _, _, updated in new.values())
 
 
-def test_evaluation_report_writes_metrics_and_html(pipeline: Pipeline) -> None:
+def test_evaluation_report_waits_for_its_labels_and_records_versions(pipeline: Pipeline) -> None:
     p = pipeline
-    p.days(day(0), day(12))
+    p.days(day(0), day(5))
     p.train()
     p.run(["user_embeddings"], day(0), day(5))
-    p.run(["evaluation_report"], day(4), day(5))
+    early = p.run(["evaluation_report"], day(5), raise_on_error=False)
+    assert not early.success  # (D, D + 14] is not stored: no report with empty metrics
+    failure = next(e for e in early.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"evaluation_report[{day(5)}] needs the labels" in str(failure.event_specific_data)
+    p.run(["raw_actions"], day(6), day(19))
+    result = p.run(["evaluation_report"], day(4), day(5))
     data_dir = p.resources["storage"].root  # type: ignore[attr-defined]
     metrics = json.loads((data_dir / "reports" / day(5) / "metrics.json").read_text())
     assert metrics["as_of"] == day(5)
     assert metrics["eval_users"] > 0
-    assert metrics["horizon_days_available"] == 7
+    assert metrics["horizon_days_available"] == 14
+    assert metrics["users_model_version"] == metrics["pins_model_version"]
     for block in (metrics["pinnerformer"], *metrics["baselines"].values()):
         assert set(block) == {"recall_at_10", "p90_coverage_at_10", "interest_entropy_at_50"}
         assert 0 <= block["recall_at_10"] <= 1
     assert set(metrics["baselines"]) == {"popularity", "recent_mean"}
     assert (data_dir / "reports" / day(5) / "report.html").stat().st_size > 0
+    # per-partition metadata: each day shows its own numbers, not the range's
+    by_day = {
+        m.materialization.partition: m.materialization.metadata
+        for m in result.get_asset_materialization_events()
+    }
+    assert set(by_day) == {day(4), day(5)}
+    assert by_day[day(5)]["eval_users"].value == metrics["eval_users"]
+    assert by_day[day(4)]["eval_users"].value != by_day[day(5)]["eval_users"].value

@@ -18,7 +18,7 @@ from model_core import synthetic
 from pinner_assets.resources import ActionSource
 from tests.pinner_assets.conftest import Pipeline, day, make_resources
 
-ORDER = ["raw_actions", "user_timelines", "user_embeddings", "evaluation_report"]
+ORDER = ["raw_actions", "user_timelines", "user_embeddings", "embedding_drift", "evaluation_report"]
 LAST = 7  # days 0..7; training ends on day 4
 BAD = 5  # the corrupted day
 
@@ -57,25 +57,41 @@ def all_embeddings(p: Pipeline, first: int) -> dict[str, dict[int, np.ndarray]]:
     return out
 
 
+def tick(p: Pipeline, cursor: object) -> tuple[object, dict[str, list[str]]]:
+    """One evaluation of the automation sensor: the new cursor and what it requested."""
+    result = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance, cursor=cursor)
+    requested = {key: sorted(result.get_requested_partitions(dg.AssetKey(key))) for key in ORDER}
+    return result.cursor, {k: v for k, v in requested.items() if v}
+
+
+def run_requests(p: Pipeline, requested: dict[str, list[str]]) -> None:
+    """Like the sensor: each asset's requested partitions in one run (single-run backfill policy,
+    so a range runs in order), upstream assets first."""
+    for key in ORDER:
+        if key in requested:
+            p.run([key], requested[key][0], requested[key][-1])
+
+
 def tick_until_settled(p: Pipeline, cursor: object, max_ticks: int = 12) -> list[dict]:
     """Evaluate automation like the sensor would, executing each tick's requests in order."""
     ticks = []
     for _ in range(max_ticks):
-        result = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance, cursor=cursor)
-        cursor = result.cursor
-        requested = {
-            key: sorted(result.get_requested_partitions(dg.AssetKey(key))) for key in ORDER
-        }
-        requested = {k: v for k, v in requested.items() if v}
+        cursor, requested = tick(p, cursor)
         if not requested:
             return ticks
         ticks.append(requested)
-        # Like the sensor: each asset's requested partitions in one run (single-run backfill
-        # policy, so a range runs in order), upstream assets first.
-        for key in ORDER:
-            if key in requested:
-                p.run([key], requested[key][0], requested[key][-1])
+        run_requests(p, requested)
     raise AssertionError(f"automation did not settle in {max_ticks} ticks: {ticks}")
+
+
+def settle(p: Pipeline, cursor: object, max_ticks: int = 12) -> object:
+    """tick_until_settled that returns the cursor, for a test that keeps ticking afterwards."""
+    for _ in range(max_ticks):
+        cursor, requested = tick(p, cursor)
+        if not requested:
+            return cursor
+        run_requests(p, requested)
+    raise AssertionError(f"automation did not settle in {max_ticks} ticks")
 
 
 def assert_walks_forward(ticks: list[dict]) -> None:
@@ -124,29 +140,70 @@ def on_files(tmp_path: Path) -> Iterator[tuple[Pipeline, Path]]:
         yield Pipeline(make_resources(tmp_path / "data", source), instance), files
 
 
-def test_blocked_corruption_is_recovered_by_automation(
+def built_partitions(p: Pipeline, key: str) -> set[str]:
+    return set(p.instance.get_materialized_partitions(dg.AssetKey(key)))
+
+
+def test_rejected_day_holds_the_chain_until_repaired(
     on_files: tuple[Pipeline, Path], reference: dict
 ) -> None:
+    """The automation cursor runs from the very first day, so it sees the rejection, the clean
+    days after it and the repair (DESIGN §7: a cursor started later could not fail)."""
     p, files = on_files
-    build(p, BAD - 1)
+    cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance).cursor
+    p.days(day(0), day(4))
+    p.train()
+    p.run(["user_embeddings"], day(0))  # the first day by hand; automation carries the chain
+    cursor = settle(p, cursor)
+    assert built_partitions(p, "user_embeddings") == {day(i) for i in range(BAD)}
+
     good = corrupt(files, BAD, "scrambled_action_types")
-    result = p.run(["raw_actions", "user_timelines"], day(BAD), raise_on_error=False)
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
-    assert [e.asset_check_key.name for e in failed] == ["oov_rate"]
-    assert not result.success  # the blocking check stops user_timelines in the same run
+    result = p.run(["raw_actions"], day(BAD), raise_on_error=False)
+    assert not result.success  # a rejected day FAILS: the partition is not materialised
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data)
+    assert f"raw_actions[{day(BAD)}] rejected: oov_rate" in message
+    assert "action_type" in message
+    assert "quarantine" in message
+    assert "REPIN" in message.upper()
+    failed = {
+        (e.asset_check_key.name, e.partition)
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+    assert failed == {("oov_rate", day(BAD))}  # the check of THAT partition
+    assert day(BAD) not in built_partitions(p, "raw_actions")
+    quarantined = list(
+        (p.resources["storage"].root / "quarantine" / "raw_actions" / day(BAD)).iterdir()
+    )  # type: ignore[attr-defined]
+    assert len(quarantined) == 1
+    assert pl.read_parquet(quarantined[0]).height == good.height
     with p.warehouse() as con:
         assert con.execute(
             "SELECT count(*) FROM raw_actions WHERE event_date = ?", [day(BAD)]
         ).fetchone() == (0,)
-    assert (p.resources["storage"].root / "quarantine" / "raw_actions").exists()  # type: ignore[attr-defined]
-    p.days(day(BAD + 1), day(LAST))
-    cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance).cursor
-    assert tick_until_settled(p, cursor) == []  # the failed check holds everything back
 
+    for i in range(BAD + 1, LAST + 1):  # clean days keep arriving over the hole
+        p.run(["raw_actions"], day(i))
+        cursor, ticks = tick(p, cursor)
+        assert ticks == {}, f"after day {i}: {ticks}"
+        for key in ORDER[1:]:
+            assert not {day(j) for j in range(BAD, LAST + 1)} & built_partitions(p, key), key
+    # a run by hand (the schedule, a backfill) over the hole refuses too
+    held = p.run(["user_timelines"], day(BAD + 1), raise_on_error=False)
+    assert not held.success
+    assert f"raw_actions is not stored for ['{day(BAD)}']" in str(
+        next(e for e in held.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data
+    )
+
+    before = {key: built_partitions(p, key) for key in ORDER[1:]}
     good.write_parquet(files / f"{day(BAD)}.parquet")  # the logging bug is fixed upstream
     p.run(["raw_actions"], day(BAD))
     ticks = tick_until_settled(p, cursor)
     assert_walks_forward(ticks)
+    rebuilt = {part for t in ticks for parts in t.values() for part in parts}
+    assert min(rebuilt) == day(BAD)  # the repair alone rebuilds what read it, nothing earlier
+    assert before["user_embeddings"] == {day(i) for i in range(BAD)}
     assert_same(all_embeddings(p, BAD), reference)
 
 
