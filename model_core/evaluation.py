@@ -19,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from model_core.embed import embed_pins, embed_users
+from model_core.embed import user_item_vectors
 from model_core.metrics import RetrievalMetrics, evaluate_retrieval, index_positions
 from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, Timelines
@@ -161,17 +161,16 @@ def model_metrics(
 
 
 def model_metrics_by(
-    model: PinnerFormer,
+    model: torch.nn.Module,
     eval_set: EvalSet,
     catalog: PinCatalog,
     subsets: dict[K, np.ndarray | None],
     device: torch.device | str = "cpu",
 ) -> dict[K, RetrievalMetrics]:
     """`model_metrics` per subset of the positives ([P] bool, None = all; e.g. one action type
-    for Table 5), embedding users and pins once."""
+    for Table 5), embedding users and pins once. Any dot-product scorer (`user_item_vectors`)."""
     es = eval_set
-    pin_emb = embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
-    user_emb = embed_users(model, es.history, catalog, device=device)
+    user_emb, pin_emb = user_item_vectors(model, es.history, catalog)
     out = {}
     for key, keep in subsets.items():
         keep = np.ones(len(es.positive_user), dtype=bool) if keep is None else keep

@@ -1,29 +1,32 @@
 """`pinner experiment`: the paper's tables re-run on a log, under one of two protocols.
 
-A *variant* is a RecipeConfig change (objective, negatives, loss, features, pin tower) and, for
-Table 5, a change of which positives are labels; a *table* groups variants the way the paper does:
+A *variant* is a RecipeConfig change (objective, negatives, loss, features, item representation)
+and, for Table 5, a change of which positives are labels; a *table* groups variants the way the
+paper does:
 
 - objectives (Table 3), negatives (Table 4), features (Table 6), bce (Table 10: the original
-  SASRec loss, BCE with one random negative, vs sampled softmax), pin_ids (beyond the paper);
+  SASRec loss, BCE with one random negative, vs sampled softmax);
 - inference (Table 2): SASRec vs dense all action, each trained once and scored with embeddings
   computed once at t, daily, or in realtime (`model_core.inference_frequency`); paper protocol;
 - multitask (Table 5): one model trained on ALL positive action types vs one per type, each scored
-  on every type (paper protocol; only logs with several positive types: synthetic, Taobao).
+  on every type (paper protocol; only logs with several positive types: synthetic, Taobao);
+- item_ids (beyond the paper): the paper's content-only item tower vs learned item ids (a full
+  table, or hashed);
+- peers: the reference SASRecs (`model_core.sasrec`), original BCE recipe and full cross-entropy.
 
-Every variant is trained from scratch per seed and scored on the same evaluation set as the
-baselines (popularity, mean of recent content, and PinnerSage-style multi-embedding users,
-`model_core.pinnersage`):
+Every model trains to convergence: epochs over the sampler's sequences, scored after each on a
+validation split of the TRAINING data (`model_core.validation`: each user's second-to-last
+positive for leave-one-out, held-out training users' last days before t for the paper protocol),
+early stopping after `Budget.patience` epochs without improvement, best weights restored, at most
+`Budget.max_minutes` per variant. Every variant is trained from scratch per seed and scored on the
+same evaluation set as the baselines (popularity, mean of recent content, PinnerSage):
 
 - protocol "paper" (§4.1): global split time t, evaluation users disjoint from training users,
   positives in (t, t + 14 days], index = the catalogue (up to 1M random items), Recall@10 with a
   95% bootstrap interval over users, P90 coverage@10, interest entropy@50;
 - protocol "leave_one_out": each user's last positive held out, full ranking over the catalogue,
-  HR@10 and NDCG@10 (`model_core.leave_one_out`).
-
-For real logs the split time t is the 80th percentile of action times (so a sizeable share of
-users has evaluation positives) and item content vectors are built from metadata and
-co-engagement strictly before t (`model_core.item_features`); for leave-one-out the cutoff is the
-earliest held-out action, so no target reaches the item vectors either.
+  HR@10 and NDCG@10 with the user's already-seen items removed (the standard protocol) and
+  unfiltered (`*_unfiltered`), each with a 95% bootstrap interval over users.
 """
 
 from __future__ import annotations
@@ -31,18 +34,14 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import polars as pl
 
-from model_core import synthetic
-from model_core.adapters import read_source
-from model_core.embed import embed_pins, embed_users
+from model_core.embed import user_item_vectors
 from model_core.evaluation import (
     EvalConfig,
     EvalSet,
@@ -52,17 +51,19 @@ from model_core.evaluation import (
     popularity_counts,
     recent_mean,
 )
-from model_core.features import FeatureConfig
+from model_core.experiment_data import Data, load
 from model_core.inference_frequency import MODES, inference_frequency_metrics
-from model_core.item_features import item_content_embeddings
-from model_core.leave_one_out import LeaveOneOut, full_ranks, leave_one_out
+from model_core.item_ids import id_fields
+from model_core.leave_one_out import LeaveOneOut, Seen, full_ranks, leave_one_out
 from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_and_ndcg_per_user
-from model_core.model import ModelConfig, PinnerFormer
+from model_core.model import ModelConfig
 from model_core.pinnersage import PinnerSageConfig, pinnersage_loo_ranks, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
-from model_core.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.sasrec import SASRecConfig, fit_sasrec
+from model_core.timelines import Timelines
 from model_core.trainer import TrainConfig
+from model_core.validation import Split, leave_one_out_split, paper_split
 
 Change = Callable[[RecipeConfig], RecipeConfig]
 Base = Callable[[int], RecipeConfig]  # seed → the recipe a variant changes
@@ -88,10 +89,8 @@ def _both(a: Change, b: Change) -> Change:
     return lambda r: b(a(r))
 
 
-def _pin_ids(buckets: int) -> Change:
-    return lambda r: dataclasses.replace(
-        r, model=dataclasses.replace(r.model, pin_id_buckets=buckets)
-    )
+def _model(**kw: Any) -> Change:
+    return lambda r: dataclasses.replace(r, model=dataclasses.replace(r.model, **kw))
 
 
 TABLES: dict[str, dict[str, Change]] = {
@@ -125,110 +124,44 @@ TABLES: dict[str, dict[str, Change]] = {
         "dense_all_action": _sampler(objective="dense_all_action"),
     },
     "multitask": {},  # paper Table 5; variants depend on the log's positive types (`variants`)
-    "pin_ids": {  # beyond the paper
-        "content_only": _pin_ids(0),
-        "content+ids": _pin_ids(65_536),
-    },
+    "item_ids": {},  # beyond the paper: content only (the paper) vs learned ids (`variants`)
+    "peers": {},  # reference SASRecs (`model_core.sasrec`); variants from PEERS
 }
+# The reference SASRecs: variant → loss (`model_core.sasrec`).
+PEERS: dict[str, Literal["bce", "ce"]] = {"sasrec_reference": "bce", "sasrec_ce": "ce"}
+
+
 PAPER_ONLY = ("inference", "multitask")  # need time-stamped positives in (t, t + 14 days]
+SMALL_LOG_ACTIONS = 1_000_000  # below this, dropout 0.2 (the SASRec setting for small logs)
 
 
 @dataclass(frozen=True)
-class Data:
-    name: str
-    timelines: Timelines
-    catalog: PinCatalog
-    features: FeatureConfig
-    split_ts: int
+class Budget:
+    """How long each variant may train: early stopping usually ends it first."""
 
-    @property
-    def positive_types(self) -> tuple[str, ...]:
-        """The action types that occur as positives in this log (Table 5's tasks)."""
-        codes = np.unique(self.timelines.action[self.timelines.positive])
-        return tuple(self.features.action_types[c - 1] for c in codes)
+    max_epochs: int = 200
+    max_minutes: float | None = None
+    patience: int = 5  # validation epochs without improvement
 
 
-def load(
-    source: str,
-    path: str | None,
-    quick: bool,
-    protocol: str,
-    item_engagement: Literal["positive", "all"] = "positive",
-    **columns: Any,
-) -> Data:
-    """Any supported source → timelines + a catalogue built without evaluation-period data.
-
-    item_engagement: which pre-cutoff actions build the items' co-engagement vectors — positives
-    only, or every action (for logs where positives are rare, e.g. Taobao's views vs
-    cart/fav/buy, so that most items get a vector at all).
-    """
-    if source == "synthetic":
-        world = synthetic.WorldConfig.tiny() if quick else synthetic.WorldConfig()
-        actions = pl.concat(list(synthetic.generate_range(world, world.dates[0], world.dates[-1])))
-        catalog = PinCatalog.from_frame(synthetic.pin_features(world))
-        features = FeatureConfig(content_dim=world.content_dim)
-        timelines, _ = Timelines.from_actions(actions, catalog, features)
-        end = datetime.datetime.combine(world.dates[-1], datetime.time(), datetime.timezone.utc)
-        split = int(end.timestamp()) + 86_400 - 14 * 86_400
-        return Data("synthetic", timelines, catalog, features, split)
-    assert path is not None, f"--path is required for source {source}"
-    log = read_source(source, path, **columns)
-    split = choose_split(log.actions, log.rule)
-    features = log.feature_config()
-    cutoff = split
-    if protocol == "leave_one_out":
-        # Item vectors may use every interaction except the held-out ones and what follows them
-        # (the standard setup): drop each user's last positive and everything at or after it.
-        acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
-        last = (
-            acts.filter(pl.col("positive")).group_by("user_id").agg(pl.col("ts").max().alias("t"))
-        )
-        kept = acts.join(last, on="user_id", how="left").filter(
-            pl.col("t").is_null() | (pl.col("ts") < pl.col("t"))
-        )
-        log = dataclasses.replace(log, actions=kept.select(log.actions.columns))
-        cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
-    cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
-    pins = item_content_embeddings(
-        log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
-    )
-    catalog = PinCatalog.from_frame(pins)
-    full = read_source(source, path, **columns) if protocol == "leave_one_out" else log
-    timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
-    return Data(log.name, timelines, catalog, features, split)
-
-
-def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:
-    """The global split time t for the paper protocol on a real log.
-
-    Public logs are bursty (a MovieLens user rates for a day or two and leaves), so a fixed
-    quantile can leave a handful of users with both history before t and positives in
-    (t, t + 14 days]. Candidates are midnights on a weekly grid between the 50th and 95th
-    percentiles of action time; the one with the most such users wins. Only WHO is active is
-    looked at, never what they engage with, so no model is favoured.
-    """
-    ts = actions["ts"].dt.epoch("s").to_numpy()
-    users = actions["user_id"].to_numpy()
-    positive = rule.frame_mask(actions)
-    lo, hi = np.quantile(ts, [0.5, 0.95])
-    candidates = np.arange(lo - lo % 86_400, hi, 7 * 86_400, dtype=np.int64)
-    best, best_n = int(np.quantile(ts, 0.8)), -1
-    for t in candidates:
-        before = set(users[ts <= t].tolist())
-        after = users[positive & (ts > t) & (ts <= t + horizon_days * 86_400)]
-        n = len(before.intersection(after.tolist()))
-        if n > best_n:
-            best, best_n = int(t), n
-    return best
-
-
-def base_recipe(data: Data, steps: int, seed: int, pin_id_buckets: int = 0) -> RecipeConfig:
-    """The recipe every variant changes: the paper's model, or (pin_id_buckets > 0, beyond the
-    paper) one whose pin tower also learns hashed pin-id embeddings."""
+def base_recipe(data: Data, seed: int, budget: Budget, item_ids: str = "auto") -> RecipeConfig:
+    """The recipe every variant changes: the paper's model with learned item ids (beyond the
+    paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs."""
+    small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     return RecipeConfig(
-        model=ModelConfig(features=data.features, pin_id_buckets=pin_id_buckets),
+        model=ModelConfig(
+            features=data.features,
+            dropout=0.2 if small else 0.0,
+            **id_fields(len(data.catalog), item_ids),
+        ),
         sampler=SamplerConfig(),
-        train=TrainConfig(steps=steps, seed=seed, log_every=max(1, steps // 5)),
+        train=TrainConfig(
+            epochs=budget.max_epochs,
+            patience=budget.patience,
+            max_minutes=budget.max_minutes,
+            seed=seed,
+            log_every=50,
+        ),
         eval=EvalConfig(seed=0),
     )
 
@@ -237,19 +170,31 @@ def base_recipe(data: Data, steps: int, seed: int, pin_id_buckets: int = 0) -> R
 class Variant:
     change: Change
     label_action: str | None = None  # Table 5 single task: only this action type is a label
+    peer: Literal["bce", "ce"] | None = None  # a reference SASRec instead of PinnerFormer
 
 
-def variants(table: str, data: Data) -> dict[str, Variant]:
-    if table != "multitask":
-        return {name: Variant(change) for name, change in TABLES[table].items()}
-    if len(data.positive_types) < 2:
-        raise ValueError(
-            f"table multitask needs a log with several positive action types; {data.name} has "
-            f"{list(data.positive_types)}"
-        )
-    out = {"multi_task": Variant(_same)}
-    out.update({f"only_{a}": Variant(_same, a) for a in data.positive_types})
-    return out
+def variants(table: str, data: Data, only: list[str] | None = None) -> dict[str, Variant]:
+    """The table's variants (those named in `only`, when given)."""
+    if table == "multitask":
+        if len(data.positive_types) < 2:
+            raise ValueError(
+                f"table multitask needs a log with several positive action types; {data.name} "
+                f"has {list(data.positive_types)}"
+            )
+        out = {"multi_task": Variant(_same)}
+        out.update({f"only_{a}": Variant(_same, a) for a in data.positive_types})
+    elif table == "peers":
+        out = {name: Variant(_same, peer=loss) for name, loss in PEERS.items()}
+    elif table == "item_ids":
+        n = len(data.catalog)
+        out = {
+            "content_only": Variant(_model(**id_fields(n, "none"))),
+            "ids_table": Variant(_model(**id_fields(n, "table"))),
+            "ids_hashed": Variant(_model(**id_fields(n, "hashed"))),
+        }
+    else:
+        out = {name: Variant(change) for name, change in TABLES[table].items()}
+    return {k: v for k, v in out.items() if only is None or k in only}
 
 
 def _same(r: RecipeConfig) -> RecipeConfig:
@@ -278,39 +223,90 @@ def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, 
     return model_metrics_by(model, es, data.catalog, subsets)
 
 
+def sasrec_config(
+    data: Data, loss: Literal["bce", "ce"], seed: int, budget: Budget
+) -> SASRecConfig:
+    """The reference recipe: max length 200 on MovieLens (long histories), 50 elsewhere."""
+    return SASRecConfig(
+        loss=loss,
+        max_len=200 if data.name.startswith("movielens") else 50,
+        seed=seed,
+        max_epochs=budget.max_epochs,
+        patience=budget.patience,
+        max_minutes=budget.max_minutes,
+    )
+
+
 class Trainer:
-    """Fits a (recipe, label action) once per file: tables share variants (Table 2's and Table
-    10's SASRec is Table 3's; the default recipe recurs as mixed+logq, all features, ...), so a
-    repeated one reuses the model, and its row reports the original training time."""
+    """Fits a (variant, seed) once per file on the validation split's training part: tables share
+    variants (Table 2's and Table 10's SASRec is Table 3's; the default recipe recurs as
+    mixed+logq, all features, ...), so a repeated one reuses the model and its statistics."""
 
-    def __init__(self, data: Data, timelines: Timelines) -> None:
-        self.data, self.timelines = data, timelines
-        self._fitted: dict[str, tuple[PinnerFormer, float]] = {}
+    def __init__(self, data: Data, split: Split, budget: Budget) -> None:
+        self.data, self.split, self.budget = data, split, budget
+        self._fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
 
-    def __call__(self, recipe: RecipeConfig, label_action: str | None) -> tuple[Any, float]:
-        key = repr((recipe, label_action))
-        if key not in self._fitted:
-            t0 = time.perf_counter()
-            tl = with_labels(self.timelines, self.data, label_action)
-            model = fit(tl, self.data.catalog, recipe).model
-            self._fitted[key] = (model, time.perf_counter() - t0)
+    def __call__(self, variant: Variant, recipe: RecipeConfig) -> tuple[Any, dict[str, Any]]:
+        key = repr((recipe, variant.label_action, variant.peer))
+        if key in self._fitted:
+            return self._fitted[key]
+        tl = with_labels(self.split.train, self.data, variant.label_action)
+        model: Any
+        if variant.peer is not None:
+            cfg = sasrec_config(self.data, variant.peer, recipe.train.seed, self.budget)
+            model, res = fit_sasrec(tl, self.data.catalog, cfg, self.split.validate)
+            stats = {
+                "train_seconds": res.seconds,
+                "epochs": res.epochs,
+                "best_epoch": res.best_epoch,
+                "stop_reason": res.stop_reason,
+                "sequences_per_s": res.sequences_per_s,
+            }
+        else:
+            fitted = fit(tl, self.data.catalog, recipe, validate=self.split.validate)
+            model, r = fitted.model, fitted.result
+            spe = max(1, fitted.n_sequences_per_epoch // recipe.train.batch_size)
+            stats = {
+                "train_seconds": r.seconds,
+                "epochs": r.steps / spe,
+                "best_epoch": (r.best_step or r.steps) / spe,
+                "stop_reason": r.stop_reason,
+                "sequences_per_s": r.sequences_per_s,
+            }
+        stats["seconds_per_epoch"] = stats["train_seconds"] / max(stats["epochs"], 1e-9)
+        self._fitted[key] = (model, stats)
         return self._fitted[key]
 
 
+def _mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: round(float(np.mean([s[k] for s in stats])), 3)
+        for k in ("train_seconds", "epochs", "best_epoch", "seconds_per_epoch", "sequences_per_s")
+    }
+    out["stop_reasons"] = sorted({s["stop_reason"] for s in stats})
+    return out
+
+
 def paper_rows(
-    data: Data, table: str, base: Base, seeds: list[int], es: EvalSet, trainer: Trainer
+    data: Data,
+    table: str,
+    base: Base,
+    seeds: list[int],
+    es: EvalSet,
+    trainer: Trainer,
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    for name, variant in variants(table, data).items():
+    for name, variant in variants(table, data, only).items():
         scored: dict[str | None, list[RetrievalMetrics]] = {}
-        seconds = 0.0
+        stats = []
         for seed in seeds:
-            model, took = trainer(variant.change(base(seed)), variant.label_action)
-            seconds += took / len(seeds)
+            model, st = trainer(variant, variant.change(base(seed)))
+            stats.append(st)
             for on, m in _score(table, model, es, data).items():
                 scored.setdefault(on, []).append(m)
         for on, metrics in scored.items():
-            rows.append(_paper_row(table, name, metrics, seeds, seconds, on))
+            rows.append(_paper_row(table, name, metrics, seeds, _mean_stats(stats), on))
     return rows
 
 
@@ -330,7 +326,7 @@ def paper_baselines(data: Data, es: EvalSet, train_tl: Timelines) -> list[dict[s
             PinnerSageConfig(),
         )
     )
-    return [_paper_row("baselines", name, [m], [0], 0.0) for name, m in found.items()]
+    return [_paper_row("baselines", name, [m], [0], {}) for name, m in found.items()]
 
 
 def _paper_row(
@@ -338,7 +334,7 @@ def _paper_row(
     variant: str,
     metrics: list[RetrievalMetrics],
     seeds: list[int],
-    seconds: float,
+    stats: dict[str, Any],
     scored_on: str | None = None,
 ) -> dict[str, Any]:
     """One row; with several seeds the metrics are seed means, the interval is a bootstrap over
@@ -357,7 +353,7 @@ def _paper_row(
         "eval_users": metrics[0].n_users,
         "eval_positives": metrics[0].n_positives,
         "index_size": metrics[0].index_size,
-        "train_seconds": round(seconds, 1),
+        **stats,
     }
     if scored_on is not None:
         row["scored_on"] = scored_on
@@ -365,19 +361,26 @@ def _paper_row(
 
 
 def loo_rows(
-    data: Data, table: str, base: Base, seeds: list[int], loo: LeaveOneOut, trainer: Trainer
+    data: Data,
+    table: str,
+    base: Base,
+    seeds: list[int],
+    loo: LeaveOneOut,
+    trainer: Trainer,
+    only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
+    seen = Seen.of(loo.history)
     rows = []
-    for name, variant in variants(table, data).items():
-        ranks = []
-        seconds = 0.0
+    for name, variant in variants(table, data, only).items():
+        ranks: dict[str, list[np.ndarray]] = {"": [], "_unfiltered": []}
+        stats = []
         for seed in seeds:
-            model, took = trainer(variant.change(base(seed)), variant.label_action)
-            seconds += took / len(seeds)
-            users = embed_users(model, loo.history, data.catalog)
-            items = embed_pins(model, data.catalog.embeddings, data.catalog.pin_ids)
-            ranks.append(full_ranks(users, items, loo.target_pin_row))
-        rows.append(_loo_row(table, name, ranks, seeds, seconds))
+            model, st = trainer(variant, variant.change(base(seed)))
+            stats.append(st)
+            users, items = user_item_vectors(model, loo.history, data.catalog)
+            ranks[""].append(full_ranks(users, items, loo.target_pin_row, seen))
+            ranks["_unfiltered"].append(full_ranks(users, items, loo.target_pin_row))
+        rows.append(_loo_row(table, name, ranks, seeds, _mean_stats(stats)))
     return rows
 
 
@@ -387,34 +390,44 @@ def loo_baselines(data: Data, loo: LeaveOneOut) -> list[dict[str, Any]]:
     content = data.catalog.embeddings
     recent = recent_mean(loo.history, data.catalog, SamplerConfig().max_len)
     scorers = {"popularity": (ones, pop), "recent_mean": (recent, content)}
-    ranks = {name: full_ranks(u, items, loo.target_pin_row) for name, (u, items) in scorers.items()}
-    ranks.update(
-        pinnersage_loo_ranks(loo.history, data.catalog, loo.target_pin_row, PinnerSageConfig())
-    )
-    return [_loo_row("baselines", name, [r], [0], 0.0) for name, r in ranks.items()]
+    seen = Seen.of(loo.history)
+    ranks: dict[str, dict[str, list[np.ndarray]]] = {
+        name: {
+            "": [full_ranks(u, items, loo.target_pin_row, seen)],
+            "_unfiltered": [full_ranks(u, items, loo.target_pin_row)],
+        }
+        for name, (u, items) in scorers.items()
+    }
+    cfg = PinnerSageConfig()
+    filtered = pinnersage_loo_ranks(loo.history, data.catalog, loo.target_pin_row, cfg, seen=seen)
+    plain = pinnersage_loo_ranks(loo.history, data.catalog, loo.target_pin_row, cfg)
+    for name in filtered:
+        ranks[name] = {"": [filtered[name]], "_unfiltered": [plain[name]]}
+    return [_loo_row("baselines", name, r, [0], {}) for name, r in ranks.items()]
 
 
 def _loo_row(
-    table: str, variant: str, ranks: list[np.ndarray], seeds: list[int], seconds: float
+    table: str,
+    variant: str,
+    ranks: dict[str, list[np.ndarray]],
+    seeds: list[int],
+    stats: dict[str, Any],
 ) -> dict[str, Any]:
-    """One row from each seed's [U] ranks: seed means, seed spread, and 95% bootstrap intervals
-    over users of the per-user hit / NDCG averaged over seeds."""
-    per_seed = [hit_and_ndcg_per_user(r) for r in ranks]
-    hr = [float(h.mean()) for h, _ in per_seed]
-    ndcg = [float(n.mean()) for _, n in per_seed]
-    return {
-        "table": table,
-        "variant": variant,
-        "hr_at_10": float(np.mean(hr)),
-        "hr_at_10_ci": list(bootstrap_ci(np.mean([h for h, _ in per_seed], axis=0))),
-        "hr_at_10_seed_std": float(np.std(hr)),
-        "ndcg_at_10": float(np.mean(ndcg)),
-        "ndcg_at_10_ci": list(bootstrap_ci(np.mean([n for _, n in per_seed], axis=0))),
-        "ndcg_at_10_seed_std": float(np.std(ndcg)),
-        "seeds": seeds,
-        "eval_users": int(len(ranks[0])),
-        "train_seconds": round(seconds, 1),
-    }
+    """One row from each seed's [U] ranks, seen items removed ("") and unfiltered: seed means,
+    seed spread, and 95% bootstrap intervals over users of the per-user hit / NDCG averaged over
+    seeds."""
+    row: dict[str, Any] = {"table": table, "variant": variant}
+    for suffix, per in ranks.items():
+        per_seed = [hit_and_ndcg_per_user(r) for r in per]
+        for i, metric in enumerate(("hr_at_10", "ndcg_at_10")):
+            values = [float(p[i].mean()) for p in per_seed]
+            row[f"{metric}{suffix}"] = float(np.mean(values))
+            row[f"{metric}{suffix}_ci"] = list(
+                bootstrap_ci(np.mean([p[i] for p in per_seed], axis=0))
+            )
+            row[f"{metric}{suffix}_seed_std"] = float(np.std(values))
+    row.update({"seeds": seeds, "eval_users": int(len(ranks[""][0])), **stats})
+    return row
 
 
 def run(
@@ -422,25 +435,29 @@ def run(
     path: str | None,
     tables: list[str],
     protocol: str,
-    steps: int,
     seeds: list[int],
     quick: bool,
-    seeded_tables: tuple[str, ...] = ("objectives",),
-    pin_id_buckets: int = 0,
+    seeded_tables: tuple[str, ...] = ("objectives", "peers"),
+    budget: Budget | None = None,
+    item_ids: str = "auto",
+    only: list[str] | None = None,
     item_engagement: Literal["positive", "all"] = "positive",
     **columns: Any,
 ) -> dict[str, Any]:
-    """Every table in `tables`; the tables in `seeded_tables` (the headline comparisons) run with
-    every seed in `seeds`, the others with seeds[0] only. Baselines are scored once."""
+    """Every table in `tables` (only the variants in `only`, when given); the tables in
+    `seeded_tables` (the headline comparisons) run with every seed in `seeds`, the others with
+    seeds[0] only. Baselines are scored once. `quick`: a smoke run of a few minutes."""
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise ValueError(f"unknown tables {unknown}; choose from {list(TABLES)}")
     if protocol != "paper" and any(t in PAPER_ONLY for t in tables):
         raise ValueError(f"tables {list(PAPER_ONLY)} need --protocol paper (got {protocol!r})")
+    if budget is None:
+        budget = Budget(max_epochs=3, max_minutes=0.5, patience=2) if quick else Budget()
     data = load(source, path, quick, protocol, item_engagement, **columns)
 
     def base(seed: int) -> RecipeConfig:
-        return base_recipe(data, steps, seed, pin_id_buckets)
+        return base_recipe(data, seed, budget, item_ids)
 
     rows: list[dict[str, Any]] = []
     if protocol == "paper":
@@ -448,22 +465,23 @@ def run(
         train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
         es = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
         rows += paper_baselines(data, es, train_tl)
-        trainer = Trainer(data, train_tl)
-        for table in tables:
-            table_seeds = seeds if table in seeded_tables else seeds[:1]
-            rows += paper_rows(data, table, base, table_seeds, es, trainer)
+        split = paper_split(train_tl, data.catalog, data.split_ts)
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
-        trainer = Trainer(data, loo.history)
-        for table in tables:
-            table_seeds = seeds if table in seeded_tables else seeds[:1]
-            rows += loo_rows(data, table, base, table_seeds, loo, trainer)
+        split = leave_one_out_split(loo.history, data.catalog)
+    trainer = Trainer(data, split, budget)
+    for table in tables:
+        table_seeds = seeds if table in seeded_tables else seeds[:1]
+        if protocol == "paper":
+            rows += paper_rows(data, table, base, table_seeds, es, trainer, only)
+        else:
+            rows += loo_rows(data, table, base, table_seeds, loo, trainer, only)
     return {
         "dataset": data.name,
         "protocol": protocol,
-        "steps": steps,
-        "pin_id_buckets": pin_id_buckets,
+        "budget": dataclasses.asdict(budget),
+        "item_ids": item_ids,
         "item_engagement": item_engagement if source != "synthetic" else None,
         "split": datetime.datetime.fromtimestamp(data.split_ts, datetime.timezone.utc).isoformat()
         if protocol == "paper"
@@ -471,6 +489,7 @@ def run(
         "users": int(data.timelines.n_users),
         "items": len(data.catalog),
         "actions": int(len(data.timelines.ts)),
+        "validation_users": split.n_users,
         "rows": rows,
     }
 

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model_core.leave_one_out import Seen
 from model_core.metrics import (
     RetrievalMetrics,
     exact_topk,
@@ -417,8 +418,10 @@ def pinnersage_loo_ranks(
     cfg: PinnerSageConfig | None = None,
     k: int = 10,
     chunk_elems: int = 1 << 25,
+    seen: Seen | None = None,
 ) -> dict[str, np.ndarray]:
-    """Leave-one-out ranks ([U] int64) of PinnerSage, full ranking over the whole catalogue.
+    """Leave-one-out ranks ([U] int64) of PinnerSage, full ranking over the whole catalogue
+    (without each user's `seen` items, the target excepted, when given).
 
     target_pin_row: [U] int64 catalogue row of each user's held-out item, aligned with
     history.user_ids (`model_core.leave_one_out.LeaveOneOut`). Under medoid c the target's rank
@@ -452,6 +455,12 @@ def pinnersage_loo_ranks(
             scores = q @ content.T  # (b * C, N)
             rows = torch.from_numpy(np.repeat(target[u0:u1], c)).unsqueeze(1)  # (b * C, 1)
             t = scores.gather(1, rows)
+            if seen is not None:  # every cluster row of user u loses u's seen items
+                per_user = np.diff(seen.offsets[u0 : u1 + 1])
+                q_row = (np.repeat(np.arange(u1 - u0), per_user) * c)[:, None] + np.arange(c)
+                cols = np.repeat(seen.rows[seen.offsets[u0] : seen.offsets[u1]], c)
+                scores[q_row.reshape(-1), cols] = -math.inf
+                scores.scatter_(1, rows, t)
             rank[u0:u1] = ((scores >= t).sum(dim=1) - 1).numpy().reshape(-1, c)
             tgt_s[u0:u1] = t.numpy().reshape(-1, c)
             scores.scatter_(1, rows, -math.inf)  # rank the other items only

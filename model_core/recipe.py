@@ -87,7 +87,5 @@ def fit(
     sketch = sketch if sketch is not None else label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
     model = PinnerFormer(cfg.model, catalog.pin_ids if cfg.model.item_id_vocab else None)
-    result = train(
-        model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate
-    )
+    result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate)
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)

@@ -15,10 +15,21 @@ PAPER_TABLES = {
     "bce": "Table 10 — SASRec: binary cross-entropy with one negative vs sampled softmax",
     "inference": "Table 2 — inference frequency: embeddings computed once at t, daily, realtime",
     "multitask": "Table 5 — single-task vs multi-task (rows: trained on; columns: scored on)",
-    "pin_ids": "Beyond the paper — content-only vs content + hashed pin-id pin tower",
+    "item_ids": "Beyond the paper — the paper's content-only item tower vs learned item ids",
+    "peers": "Reference SASRecs (original BCE recipe; full cross-entropy) — the bar to clear",
     "baselines": "Baselines",
 }
-ORDER = ("baselines", "objectives", "inference", "bce", "negatives", "multitask", "features")
+ORDER = (
+    "baselines",
+    "peers",
+    "objectives",
+    "item_ids",
+    "inference",
+    "bce",
+    "negatives",
+    "multitask",
+    "features",
+)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -72,7 +83,7 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
         return lines
     lines = [
         "| variant | Recall@10 [95% CI] | paper | P90 cov@10 | entropy@50 | seeds | users | "
-        "positives | train s |",
+        "positives | training |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -80,26 +91,38 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['variant']} | {_recall(r)} | {_paper(table, r['variant'])} | "
             f"{_fmt(r['p90_coverage_at_10'])} | {_fmt(r['interest_entropy_at_50'], 3)} | "
             f"{len(r['seeds'])} | {r['eval_users']} | {r['eval_positives']} | "
-            f"{r.get('train_seconds', 0.0)} |"
+            f"{_train(r)} |"
         )
     return lines
 
 
+def _train(r: dict[str, Any]) -> str:
+    """Training cost: seconds, epochs (best epoch), why it stopped; empty for baselines."""
+    if "epochs" not in r:
+        return "—"
+    stops = "/".join(s.replace("_", " ") for s in r.get("stop_reasons", []))
+    return f"{r['train_seconds']:.0f} s, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}), {stops}"
+
+
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| variant | HR@10 [95% CI] | NDCG@10 [95% CI] | seeds | users | train s |",
-        "|---|---|---|---|---|---|",
+        "| variant | HR@10 [95% CI] | NDCG@10 [95% CI] | NDCG@10 unfiltered [95% CI] | seeds | "
+        "users | training |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = []
-        for metric in ("hr_at_10", "ndcg_at_10"):
+        for metric in ("hr_at_10", "ndcg_at_10", "ndcg_at_10_unfiltered"):
+            if metric not in r:
+                cells.append("n/a")
+                continue
             spread = f" ±{r[metric + '_seed_std']:.4f}" if len(r["seeds"]) > 1 else ""
             lo, hi = r.get(metric + "_ci", (None, None))
             ci = f" [{_fmt(lo, 3)}, {_fmt(hi, 3)}]" if lo is not None else ""
             cells.append(f"{_fmt(r[metric])}{spread}{ci}")
         lines.append(
-            f"| {r['variant']} | {cells[0]} | {cells[1]} | {len(r['seeds'])} | "
-            f"{r['eval_users']} | {r.get('train_seconds', 0.0)} |"
+            f"| {r['variant']} | {' | '.join(cells)} | {len(r['seeds'])} | "
+            f"{r['eval_users']} | {_train(r)} |"
         )
     return lines
 
@@ -128,17 +151,22 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
         split = f", split t = {res['split']}" if res.get("split") else ""
         if res.get("item_engagement"):
             split += f"; item co-engagement vectors from `{res['item_engagement']}` actions"
-        if res.get("pin_id_buckets"):
-            split += (
-                f"; every variant's pin tower adds {res['pin_id_buckets']} hashed pin-id buckets "
-                "(beyond the paper)"
-            )
+        ids = res.get("item_ids", "none")
+        split += (
+            "; items: the paper's content-only tower"
+            if ids == "none"
+            else f"; items: content + learned ids (`{ids}`, beyond the paper)"
+        )
+        budget = res.get("budget", {})
+        cap = f", at most {budget['max_minutes']} min" if budget.get("max_minutes") else ""
         lines += [
             "",
             f"## {res['dataset']} — protocol `{res['protocol']}`",
             "",
-            f"{res['users']} users, {res['items']} items, {res['actions']} actions; "
-            f"{res['steps']} training steps per variant{split}.",
+            f"{res['users']} users, {res['items']} items, {res['actions']} actions; every model "
+            f"trained to convergence on a validation split ({res.get('validation_users', 0)} "
+            f"validation users; early stopping after {budget.get('patience')} epochs without "
+            f"improvement, at most {budget.get('max_epochs')} epochs{cap}){split}.",
         ]
         tables: dict[str, list[dict[str, Any]]] = {}
         for row in res["rows"]:

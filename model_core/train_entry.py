@@ -197,6 +197,7 @@ def run(job: TrainJob) -> Fitted | None:
                         "training_curve": {"raw_value": curve_markdown(history), "type": "md"},
                         "loss_curve": {"raw_value": history, "type": "json"},
                         "data_url": {"raw_value": job.data_url, "type": "url"},
+                        "artefact": {"raw_value": str(out / "model.pt"), "type": "path"},
                     }
                 )
             return fitted

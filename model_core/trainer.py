@@ -172,9 +172,7 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     seed_everything(cfg.seed + rank)
     raw_model = model.to(device)
-    opt = torch.optim.AdamW(
-        param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas
-    )
+    opt = torch.optim.AdamW(param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     result = TrainResult(device=str(device))
     n_steps = total_steps(cfg, sampler, world)
     spe = max(1, sampler.steps_per_epoch(cfg.batch_size) // world)

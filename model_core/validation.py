@@ -94,7 +94,9 @@ def paper_split(
 
     def validate(model: Any) -> float:
         users, items = user_item_vectors(model, inputs, catalog)
-        m = evaluate_retrieval(users, pos_user, items[pos_row], items[es.index_rows], None, in_index)
+        m = evaluate_retrieval(
+            users, pos_user, items[pos_row], items[es.index_rows], None, in_index
+        )
         return m.recall_at_k
 
     return Split(train_tl.select_users(~held), validate, len(keep_users))

@@ -5,7 +5,10 @@ itself (a real instance under $DAGSTER_HOME, the same assets the UI shows), then
 headline metrics and where everything is. By default that is the synthetic world's 70 days; the
 same environment the code location reads selects a real log instead (PINNER_SOURCE,
 PINNER_SOURCE_PATH, PINNER_START_DATE, PINNER_END_DATE, PINNER_TRAIN_END_DATE; see
-docs/REAL_DATA.md). `pinner compare` trains and scores with model_core alone (model_core.cli).
+docs/REAL_DATA.md). `pinner compare` trains and scores with model_core alone
+(`model_core.compare`); `pinner experiment` re-runs the paper's tables and the reference SASRecs on
+any log (`model_core.experiments`); `pinner results` renders their JSON into docs/RESULTS.md.
+This module is the whole command line.
 """
 
 import argparse
@@ -21,7 +24,6 @@ import dagster as dg
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy etc. are beta
 
-from model_core import cli as core_cli  # noqa: E402
 from pinner_assets.definitions import ASSETS  # noqa: E402
 from pinner_assets.partitions import daily_partitions  # noqa: E402
 from pinner_assets.resources import default_resources  # noqa: E402
@@ -96,7 +98,7 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
         f"next {split.horizon_days} days: {metrics.get('eval_positives')}, "  # type: ignore[attr-defined]
         f"index: {metrics['index_size']} pins, model {metrics['model_version']}"
     )
-    core_cli.print_table({"pinnerformer": metrics["pinnerformer"], **metrics["baselines"]})
+    print_table({"pinnerformer": metrics["pinnerformer"], **metrics["baselines"]})
     print(
         f"\nwall time per stage (s): {timings}\n"
         f"reports:   {root / 'reports'}/<day>/report.html and metrics.json\n"
@@ -109,8 +111,26 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
     return {"metrics": metrics, "timings": timings}
 
 
+def compare(args: argparse.Namespace) -> None:
+    from model_core.compare import compare as run_compare
+
+    out = run_compare(args.quick, args.steps, args.objective, args.item_ids)
+    print(f"\n{out['summary']}\n")
+    print_table(out["metrics"])
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
+    """scorer → {recall_at_10, p90_coverage_at_10, interest_entropy_at_50} as aligned columns."""
+    print(f"{'scorer':<18}{'Recall@10':>11}{'P90 cov@10':>12}{'entropy@50':>12}")
+    for name, m in rows.items():
+        print(
+            f"{name:<18}{m['recall_at_10']:>11.4f}{m['p90_coverage_at_10']:>12.4f}"
+            f"{m['interest_entropy_at_50']:>12.3f}"
+        )
+
+
 def experiment(args: argparse.Namespace) -> None:
-    from model_core.experiments import run, write
+    from model_core.experiments import Budget, run, write
 
     columns = {}
     if args.source in ("csv", "parquet"):
@@ -123,25 +143,38 @@ def experiment(args: argparse.Namespace) -> None:
             "duration": args.duration_col,
             "time_unit": args.time_unit,
         }
+    budget = None
+    if not args.quick or args.max_minutes is not None or args.max_epochs is not None:
+        default = Budget(max_epochs=3, max_minutes=0.5, patience=2) if args.quick else Budget()
+        budget = Budget(
+            max_epochs=args.max_epochs or default.max_epochs,
+            max_minutes=args.max_minutes if args.max_minutes is not None else default.max_minutes,
+            patience=args.patience or default.patience,
+        )
     result = run(
         args.source,
         args.path,
         args.tables.split(","),
         args.protocol,
-        args.steps,
         [int(s) for s in args.seeds.split(",")],
         args.quick,
         seeded_tables=tuple(args.seeded_tables.split(",")),
-        pin_id_buckets=args.pin_id_buckets,
+        budget=budget,
+        item_ids=args.item_ids,
+        only=args.variants.split(",") if args.variants else None,
         item_engagement=args.item_engagement,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
+    flags = "".join(
+        f" --{name.replace('_', '-')} {getattr(args, name)}"
+        for name in ("variants", "max_epochs", "max_minutes", "patience")
+        if getattr(args, name) is not None
+    )
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
-        f"--protocol {args.protocol} --steps {args.steps} --seeds {args.seeds}"
-        f" --seeded-tables {args.seeded_tables} --pin-id-buckets {args.pin_id_buckets}"
-        f" --item-engagement {args.item_engagement}"
+        f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
+        f" --item-ids {args.item_ids} --item-engagement {args.item_engagement}{flags}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
     write(result, Path(args.out))
@@ -157,8 +190,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "unless PINNER_SOURCE says otherwise)",
     )
     p.add_argument("--steps", type=int, default=1000, help="training steps")
-    c = sub.add_parser("compare", help="model_core only: paper vs +pin-ids vs baselines")
-    core_cli.add_arguments(c)
+    c = sub.add_parser("compare", help="model_core only: paper vs +item ids vs baselines")
+    c.add_argument("--quick", action="store_true", help="test-sized world, a few seconds")
+    c.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    c.add_argument(
+        "--objective",
+        default="dense_all_action",
+        choices=["next_action", "sasrec", "all_action", "dense_all_action"],
+    )
+    c.add_argument(
+        "--item-ids",
+        default="auto",
+        choices=["auto", "table", "hashed", "none"],
+        help="beyond the paper: the second model also learns item ids (none = skip it)",
+    )
     e = sub.add_parser("experiment", help="re-run the paper's tables on a log (model_core only)")
     e.add_argument(
         "--source", required=True, choices=["synthetic", "movielens", "taobao", "csv", "parquet"]
@@ -168,22 +213,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--tables",
         default="objectives",
         help="comma list of objectives (Table 3), negatives (4), features (6), bce (10), "
-        "inference (2), multitask (5), pin_ids (beyond the paper)",
+        "inference (2), multitask (5), item_ids (beyond the paper), peers (reference SASRecs)",
+    )
+    e.add_argument(
+        "--variants", default=None, help="comma list: run only these variants of the tables"
     )
     e.add_argument("--protocol", default="paper", choices=["paper", "leave_one_out"])
-    e.add_argument("--steps", type=int, default=600, help="training steps per variant and seed")
     e.add_argument("--seeds", default="0", help="comma list of seeds")
     e.add_argument(
         "--seeded-tables",
-        default="objectives",
+        default="objectives,peers",
         help="comma list: the headline tables that run with every seed; the rest use the first",
     )
     e.add_argument(
-        "--pin-id-buckets",
+        "--max-epochs",
         type=int,
-        default=0,
-        help="beyond the paper: every variant's pin tower also learns hashed pin-id embeddings "
-        "(this many buckets); 0 = the paper's content-only tower",
+        default=None,
+        help="epochs per variant at most (default 200; early stopping usually ends it first)",
+    )
+    e.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock cap per variant and seed"
+    )
+    e.add_argument(
+        "--patience", type=int, default=None, help="validation epochs without improvement (5)"
+    )
+    e.add_argument(
+        "--item-ids",
+        default="auto",
+        choices=["auto", "table", "hashed", "none"],
+        help="how every PinnerFormer variant represents items beyond content: auto = a full id "
+        "table up to 1M items, hashed beyond; none = the paper's content-only tower",
     )
     e.add_argument(
         "--item-engagement",
@@ -191,7 +250,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["positive", "all"],
         help="real logs: build item co-engagement vectors from positives only or every action",
     )
-    e.add_argument("--quick", action="store_true", help="tiny sizes for tests")
+    e.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of a few minutes on any source: a tiny world or ~400 users of a real "
+        "log, 3 epochs and 30 s per variant",
+    )
     e.add_argument("--out", required=True, help="results JSON path")
     for col in ("user", "item", "time", "action-type", "surface", "duration"):
         e.add_argument(f"--{col}-col", default=None, help=f"csv/parquet: the {col} column")
@@ -205,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "demo":
         demo(args)
     elif args.command == "compare":
-        core_cli.compare(args)
+        compare(args)
     elif args.command == "experiment":
         experiment(args)
     else:

@@ -6,27 +6,30 @@ from pathlib import Path
 
 import pytest
 
-from model_core.experiments import TABLES, run, write
+from model_core.experiments import PEERS, TABLES, Budget, run, write
 from model_core.results import render_files
 
 BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
+TINY = Budget(max_epochs=1, max_minutes=0.02, patience=1)
+ITEM_IDS = ["content_only", "ids_table", "ids_hashed"]
 
 
 def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
-    paper = run("synthetic", None, ["pin_ids"], "paper", steps=2, seeds=[0], quick=True)
+    paper = run("synthetic", None, ["item_ids"], "paper", seeds=[0], quick=True, budget=TINY)
     variants = [(r["table"], r["variant"]) for r in paper["rows"]]
-    assert variants == [("baselines", b) for b in BASELINES] + [
-        ("pin_ids", v) for v in TABLES["pin_ids"]
-    ]
+    assert variants == [("baselines", b) for b in BASELINES] + [("item_ids", v) for v in ITEM_IDS]
     for row in paper["rows"]:
         lo, hi = row["recall_at_10_ci"]
         assert 0.0 <= lo <= row["recall_at_10"] <= hi <= 1.0 or row["eval_users"] == 0
         assert "hr_at_10" not in row
-    loo = run("synthetic", None, ["pin_ids"], "leave_one_out", steps=2, seeds=[0], quick=True)
+    loo = run(
+        "synthetic", None, ["item_ids"], "leave_one_out", seeds=[0], quick=True, budget=TINY
+    )
     for row in loo["rows"]:
-        assert 0.0 <= row["ndcg_at_10"] <= row["hr_at_10"] <= 1.0
-        lo, hi = row["hr_at_10_ci"]
-        assert lo <= row["hr_at_10"] <= hi
+        for suffix in ("", "_unfiltered"):  # seen items removed (the default), and not
+            assert 0.0 <= row[f"ndcg_at_10{suffix}"] <= row[f"hr_at_10{suffix}"] <= 1.0
+            lo, hi = row[f"hr_at_10{suffix}_ci"]
+            assert lo <= row[f"hr_at_10{suffix}"] <= hi
         assert "recall_at_10" not in row
     write({**paper, "command": "pinner experiment A"}, tmp_path / "a.json")
     write({**loo, "command": "pinner experiment B"}, tmp_path / "b.json")
@@ -35,7 +38,7 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
     text = out.read_text()
     assert "HR@10" in text
     assert "Recall@10" in text
-    assert "content+ids" in text
+    assert "ids_table" in text
 
 
 def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
@@ -46,9 +49,9 @@ def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
         None,
         ["inference", "multitask", "bce"],
         "paper",
-        steps=2,
         seeds=[0, 1],
         quick=True,
+        budget=TINY,
         seeded_tables=("multitask",),
     )
     rows = res["rows"]
@@ -67,6 +70,7 @@ def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
     softmax = next(r for r in rows if r["variant"] == "sasrec_sampled_softmax")
     assert softmax["recall_at_10"] == once["recall_at_10"]
     assert softmax["train_seconds"] == once["train_seconds"]
+    assert set(TABLES["objectives"]) >= {"sasrec", "dense_all_action_k28"}
     write({**res, "command": "pinner experiment C"}, tmp_path / "c.json")
     out = tmp_path / "RESULTS.md"
     render_files([tmp_path / "c.json"], out, ["pinner experiment C"])
@@ -78,6 +82,28 @@ def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
 
 def test_paper_only_tables_refuse_leave_one_out() -> None:
     with pytest.raises(ValueError, match="need --protocol paper"):
-        run("synthetic", None, ["inference"], "leave_one_out", steps=2, seeds=[0], quick=True)
+        run("synthetic", None, ["inference"], "leave_one_out", seeds=[0], quick=True)
     with pytest.raises(ValueError, match="unknown tables"):
-        run("synthetic", None, ["nope"], "paper", steps=2, seeds=[0], quick=True)
+        run("synthetic", None, ["nope"], "paper", seeds=[0], quick=True)
+
+
+def test_peers_and_variant_filter() -> None:
+    """Table peers: the reference SASRecs, trained with validation and scored by the same code;
+    `only` runs just the named variants."""
+    res = run(
+        "synthetic",
+        None,
+        ["objectives", "peers"],
+        "leave_one_out",
+        seeds=[0],
+        quick=True,
+        budget=TINY,
+        only=["dense_all_action_k28", *PEERS],
+    )
+    trained = [(r["table"], r["variant"]) for r in res["rows"] if r["table"] != "baselines"]
+    assert trained == [("objectives", "dense_all_action_k28")] + [("peers", p) for p in PEERS]
+    for row in res["rows"][len(BASELINES) :]:
+        assert row["epochs"] >= row["best_epoch"] > 0
+        assert row["stop_reasons"]
+        assert 0.0 <= row["ndcg_at_10"] <= 1.0
+    assert res["validation_users"] > 0

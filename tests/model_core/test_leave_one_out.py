@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_core.leave_one_out import full_ranks, leave_one_out
+from model_core.leave_one_out import Seen, full_ranks, leave_one_out
 from model_core.metrics import hit_rate_and_ndcg_at_k
 from model_core.timelines import Timelines
 
@@ -49,3 +49,27 @@ def test_full_ranks_are_pessimistic_on_ties() -> None:
     hr3, ndcg3 = hit_rate_and_ndcg_at_k(ranks, k=3)
     assert hr3 == 1.0
     assert np.isclose(ndcg3, 0.5 * (1 / np.log2(4) + 1.0))
+
+
+def test_seen_items_leave_the_ranking_but_never_the_target() -> None:
+    """Regression: leave-one-out ranked the target against items the user already rated, which
+    punished similarity-based models (up to ~4 of a top 10 were seen items)."""
+    items = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]], dtype=np.float32)
+    users = np.ones((2, 1), dtype=np.float32)
+    target = np.array([3, 0])
+    hist = Timelines(
+        user_ids=np.array([1, 2]),
+        offsets=np.array([0, 3, 5]),
+        ts=np.arange(5),
+        pin_row=np.array([0, 1, 0, 0, 2]),  # user 1 saw items 0, 1; user 2 saw 0 (its target), 2
+        pin_id=np.arange(5),
+        action=np.ones(5, np.int64),
+        surface=np.ones(5, np.int64),
+        duration=np.ones(5, np.float32),
+        positive=np.ones(5, bool),
+    )
+    seen = Seen.of(hist)
+    assert seen.rows.tolist() == [0, 1, 0, 2]
+    assert full_ranks(users, items, target).tolist() == [3, 0]
+    # user 1: items 0 and 1 are gone, only item 2 is above the target; user 2 keeps its target.
+    assert full_ranks(users, items, target, seen, chunk=1).tolist() == [1, 0]

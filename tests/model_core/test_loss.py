@@ -206,3 +206,33 @@ def test_a_row_with_every_negative_masked_has_finite_gradients() -> None:
     assert torch.isfinite(u.grad).all()
     assert p.grad is not None
     assert torch.isfinite(p.grad).all()
+
+
+def test_logq_by_expected_count_makes_duplicate_negatives_neutral() -> None:
+    """Regression: every COPY of an item in the in-batch pool got log Q(v), an inclusion
+    probability, so an item with c copies weighed ~c times too much (≈ ln c nats). Corrected by
+    the expected count log(B p̂) per copy, a pool v, v, v, w weighs like the distinct pool v, w."""
+    from model_core.sketch import CountMinSketch
+
+    torch.manual_seed(0)
+    u = F.normalize(torch.randn(1, 8), dim=-1)
+    v, w, x = F.normalize(torch.randn(3, 8), dim=-1)
+    sketch = CountMinSketch(width=1024, depth=4)
+    sketch.add(np.array([1, 1, 1, 2]))  # what the sampler drew: v three times, w once
+    pool_ids = np.array([1, 1, 1, 2])
+    log_q = torch.from_numpy(sketch.expected_count_log(pool_ids, pool_size=4))
+    assert_close(log_q, torch.log(torch.tensor([3.0, 3.0, 3.0, 1.0])))
+    tau = torch.tensor(0.1)
+    cfg = LossConfig(negatives="random", logq=True)
+    positive = Candidates(x[None], torch.tensor([9]), torch.tensor([0]), torch.zeros(1))
+    duplicated = Candidates(
+        torch.stack([v, v, v, w]), torch.from_numpy(pool_ids), torch.full((4,), -1), log_q
+    )
+    distinct = Candidates(
+        torch.stack([v, w]), torch.tensor([1, 2]), torch.full((2,), -1), torch.zeros(2)
+    )
+    key = torch.zeros(1, dtype=torch.int64)
+    assert_close(
+        sampled_softmax_loss(u, positive, key, tau, cfg, duplicated),
+        sampled_softmax_loss(u, positive, key, tau, cfg, distinct),
+    )

@@ -205,3 +205,23 @@ def test_hit_rate_and_ndcg_hand_example() -> None:
     assert hr == pytest.approx(3 / 4)
     assert ndcg == pytest.approx((1 / math.log2(2) + 1 / math.log2(5) + 1 / math.log2(3)) / 4)
     assert hit_rate_and_ndcg_at_k(np.array([9]), k=10) == pytest.approx((1.0, 1 / math.log2(11)))
+
+
+def test_recall_never_counts_a_positive_against_itself() -> None:
+    """Regression: a positive that is in the index at rank 10 (nine others above it) scored 0,
+    i.e. the metric was Recall@9. Only OTHER index pins may push a positive out of the top k."""
+    index = np.arange(20, 0, -1, dtype=np.float32)[:, None]  # scores 20, 19, ..., 1
+    user = np.ones((1, 1), dtype=np.float32)
+    tenth = 9  # index position of the pin scoring 11: nine pins score higher
+    m = evaluate_retrieval(
+        user, np.array([0]), index[[tenth]], index, positive_index_pos=np.array([tenth])
+    )
+    assert m.recall_at_k == 1.0
+    eleventh = 10  # ten others score higher: a miss
+    m = evaluate_retrieval(
+        user, np.array([0]), index[[eleventh]], index, positive_index_pos=np.array([eleventh])
+    )
+    assert m.recall_at_k == 0.0
+    # A positive outside the index with the same score as the tenth pin: ten pins >= it, a miss.
+    m = evaluate_retrieval(user, np.array([0]), index[[tenth]], index)
+    assert m.recall_at_k == 0.0

@@ -140,3 +140,14 @@ def test_positive_rule_sql_matches_the_numpy_rule() -> None:
     con.register("rows", pl.DataFrame({"action_type": types, "surface": surf, "duration_s": dur}))
     got = con.sql(f"SELECT {rule.sql()} AS p FROM rows").pl()["p"].to_list()
     assert got == rule.mask(np.array(types), np.array(surf), np.array(dur)).tolist()
+
+
+def test_label_counts_are_what_the_first_epoch_draws(sampler: SequenceSampler) -> None:
+    """logQ's frequencies come from the labels the sampler actually draws (heavy users capped,
+    objectives weighting positions differently), not from every positive of the log."""
+    counts = sampler.label_counts(batch_size=32)
+    drawn = np.zeros(len(sampler.catalog), dtype=np.int64)
+    for step in range(sampler.steps_per_epoch(32)):
+        rows = sampler.batch(step, 32).pin_row.numpy()
+        drawn += np.bincount(rows, minlength=len(sampler.catalog))
+    np.testing.assert_array_equal(counts, drawn)

@@ -43,7 +43,12 @@ def small_recipe(content_dim: int, steps: int, dropout: float = 0.1) -> RecipeCo
         sampler=SamplerConfig(max_len=16, max_positives=8),
         loss=LossConfig(n_random=128),
         train=TrainConfig(
-            batch_size=32, steps=steps, warmup_fraction=0.125, lr=3e-3, log_every=5, checkpoint_every=10
+            batch_size=32,
+            steps=steps,
+            warmup_fraction=0.125,
+            lr=3e-3,
+            log_every=5,
+            checkpoint_every=10,
         ),
     )
 
