@@ -37,6 +37,7 @@ compare: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml
