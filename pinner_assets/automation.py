@@ -20,6 +20,9 @@ import datetime
 import dagster as dg
 
 DAILY_EAGER = dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+# The pin side follows a retrain only once trained_model's blocking promotion_gate passed (an
+# unpartitioned check, so its latest result is the right one to read).
+PIN_EAGER = DAILY_EAGER & dg.AutomationCondition.all_deps_blocking_checks_passed()
 # What a retrain (training_job) rematerialises; none of it may re-request a daily partition.
 RETRAIN_ASSETS = dg.AssetSelection.assets(
     "pin_features", "trained_model", "pin_embeddings", "pin_index"

@@ -13,11 +13,11 @@ from model_core.embed import embed_pins
 from model_core.model import PinnerFormer
 from model_core.sharded_inference import embed_users_sharded, shared_pool
 from model_core.timelines import PinCatalog, PositiveRule
-from pinner_assets.automation import DAILY_EAGER, EMBEDDINGS_EAGER
+from pinner_assets.automation import EMBEDDINGS_EAGER, PIN_EAGER
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ComputeResource, PinnerStorage
 from pinner_assets.timelines import load_catalog, query_last_actions, to_timelines
-from pinner_assets.training import load_latest_model
+from pinner_assets.training import load_serving_model
 from pinner_assets.vectors import build_hnsw, hnsw_recall, publish_vectors, vector_column
 from pinner_assets.warehouse import LOCK_RETRY, ensure_tables
 
@@ -186,7 +186,7 @@ def user_embeddings(
     else carried over from the previous day. Ranges run in order in one run."""
     from model_core.trainer import resolve_device
 
-    model, version = load_latest_model(storage)
+    model, version = load_serving_model(storage)
     device = str(resolve_device(compute.device))
     per_day = []
     with duckdb.get_connection() as con:
@@ -282,7 +282,7 @@ def publish_users(
     owners=["team:ml-platform"],
     code_version="pin_embeddings-2",
     retry_policy=LOCK_RETRY,
-    automation_condition=DAILY_EAGER,
+    automation_condition=PIN_EAGER,
     check_specs=[
         dg.AssetCheckSpec(
             "embeddings_valid",
@@ -299,7 +299,7 @@ def pin_embeddings(
     """The pin tower over every pin, recomputed from scratch (cheap MLP)."""
     from model_core.trainer import resolve_device
 
-    model, version = load_latest_model(storage)
+    model, version = load_serving_model(storage)
     with duckdb.get_connection() as con:
         catalog = load_catalog(con)
         emb = embed_pins(
@@ -356,12 +356,12 @@ def load_pin_embeddings(con: duckdb.DuckDBPyConnection, version: str) -> pl.Data
     code_version="pin_index-2",
     pool="duckdb",
     retry_policy=LOCK_RETRY,
-    automation_condition=DAILY_EAGER,
+    automation_condition=PIN_EAGER,
 )
 def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeResult:
     """hnswlib HNSW graph file + LanceDB `pins__<version>` table with its own ANN index, published
     together with the users of the same model version (vectors.publish_vectors)."""
-    _, serving = load_latest_model(storage)
+    _, serving = load_serving_model(storage)
     with duckdb.get_connection() as con:
         df = load_pin_embeddings(con, serving)
     if df.height == 0:

@@ -27,6 +27,7 @@ from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import EMBEDDINGS_EAGER, REPORT_EAGER
 from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
 from pinner_assets.partitions import daily_partitions
+from pinner_assets.promotion import serving_version
 from pinner_assets.report import write_drift_report, write_evaluation_report
 from pinner_assets.resources import ActionSource, EvaluationSplit, PinnerStorage
 from pinner_assets.timelines import (
@@ -36,7 +37,6 @@ from pinner_assets.timelines import (
     query_last_actions,
     to_timelines,
 )
-from pinner_assets.training import load_latest_model
 from pinner_assets.warehouse import LOCK_RETRY, stored_days
 
 DAY_AND_PREVIOUS = dg.TimeWindowPartitionMapping(
@@ -210,7 +210,7 @@ def evaluation_report(
     Scores user_embeddings[D] with the pins of the SAME model version and records it. Refuses to
     run while a label day (D, D + 14] inside the partition range is not stored."""
     vocab, rule = source.feature_config(), source.rule()
-    _, serving = load_latest_model(storage)
+    serving = serving_version(storage)
     for key in context.partition_keys:
         day = datetime.date.fromisoformat(key)
         with duckdb.get_connection() as con:

@@ -375,7 +375,18 @@ def raw_actions(
 @dg.asset(
     pool="duckdb",
     group_name="ingest",
-    check_specs=[dg.AssetCheckSpec("embeddings_finite", asset="pin_features", blocking=True)],
+    kinds={"duckdb"},
+    owners=["team:data-platform"],
+    retry_policy=LOCK_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "embeddings_finite",
+            asset="pin_features",
+            blocking=True,
+            description="Every content embedding is finite and every pin_id appears once; "
+            "checked before the table is replaced (a failure leaves the stored table as it was).",
+        )
+    ],
 )
 def pin_features(
     source: ActionSource, split: EvaluationSplit, duckdb: DuckDBResource

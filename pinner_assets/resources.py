@@ -368,6 +368,8 @@ def default_resources() -> dict[str, object]:
     PINNER_DATA_DIR, PINNER_SOURCE / PINNER_SOURCE_PATH / PINNER_SOURCE_OPTIONS and
     PINNER_TRAIN_END_DATE (the partition range: PINNER_START_DATE / PINNER_END_DATE, partitions.py).
     Unset, they give the synthetic world."""
+    from pinner_assets.promotion import PromotionPolicy  # promotion imports this module
+
     storage = PinnerStorage()
     return {
         "storage": storage,
@@ -375,4 +377,5 @@ def default_resources() -> dict[str, object]:
         "source": ActionSource.from_env(),
         "compute": ComputeResource(),
         "split": EvaluationSplit.from_env(),
+        "promotion": PromotionPolicy(),
     }

@@ -21,8 +21,17 @@ from model_core.sampler import SamplerConfig
 from model_core.sketch import CountMinSketch
 from model_core.trainer import TrainConfig, resolve_device, save_checkpoint
 from pinner_assets.launch import launch_training
-from pinner_assets.resources import ActionSource, ComputeResource, PinnerStorage
+from pinner_assets.promotion import (
+    SERVING_MODEL,
+    PromotionPolicy,
+    promote,
+    promotion_check,
+    serving_version,
+    validation_slice,
+)
+from pinner_assets.resources import ActionSource, ComputeResource, EvaluationSplit, PinnerStorage
 from pinner_assets.timelines import MAX_LEN, load_catalog, model_features, to_timelines
+from pinner_assets.warehouse import read_only
 
 # Kubernetes: the training step asks for a GPU node (applies with the k8s_job_executor).
 GPU_TAGS = {
@@ -46,7 +55,7 @@ def load_training_timelines(
     duckdb: DuckDBResource, source: ActionSource
 ):  # -> (Timelines, PinCatalog)
     """The training timelines in the source's vocabulary, positives by the source's rule."""
-    with duckdb.get_connection() as con:
+    with read_only(duckdb) as con:  # readers take no write lock (trained_model is in "gpu")
         catalog = load_catalog(con)
         rows = con.execute("SELECT * FROM training_timelines ORDER BY user_id").pl()
     return to_timelines(rows, catalog, source.feature_config(), source.rule()), catalog
@@ -143,6 +152,18 @@ def model_version(model: PinnerFormer) -> str:
     group_name="training",
     pool="gpu",
     op_tags=GPU_TAGS,
+    kinds={"pytorch"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "promotion_gate",
+            asset="trained_model",
+            blocking=True,
+            description="Recall@10 on a validation slice (held-out users, the last days of the "
+            "training period) at least the serving model's and the popularity baseline's "
+            "(PromotionPolicy). Only a model that passes is served (models/serving.json).",
+        )
+    ],
 )
 def trained_model(
     context: dg.AssetExecutionContext,
@@ -151,6 +172,8 @@ def trained_model(
     storage: PinnerStorage,
     compute: ComputeResource,
     source: ActionSource,
+    split: EvaluationSplit,
+    promotion: PromotionPolicy,
 ) -> dg.MaterializeResult:
     """PinnerFormer trained on the training timelines; checkpoint + config + curves.
 
@@ -182,6 +205,20 @@ def trained_model(
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(latest, indent=2))
     tmp.replace(path)
+    # the gate: scored in memory before models/serving.json may move
+    served_now = serving_version(storage)
+    with read_only(duckdb) as con:
+        data = validation_slice(con, split, promotion, source.rule(), source.feature_config())
+    serving = (load_model(storage, served_now), served_now) if served_now else None
+    gate = promotion_check(model, version, serving, data, promotion)
+    if gate.passed:
+        promote(
+            storage,
+            version,
+            str(ckpt),
+            {k: getattr(v, "value", v) for k, v in gate.metadata.items()},
+        )
+    context.log.info(f"promotion_gate for {version}: {gate.description}")
     history = fitted.result.history
     curve = "\n".join(
         ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
@@ -192,8 +229,12 @@ def trained_model(
         ]
     )
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),  # the weights' content hash
+        check_results=[gate],
         metadata={
             "model_version": version,
+            "serving_version": serving_version(storage) or "none",
+            "loss_curve": dg.MetadataValue.md(_loss_plot(history)),
             "device": fitted.result.device,
             "train_users": fitted.n_train_users,
             "sequences_per_epoch": fitted.n_sequences_per_epoch,
@@ -202,16 +243,57 @@ def trained_model(
             "training_curve": dg.MetadataValue.md(curve),
             "checkpoint": dg.MetadataValue.path(str(ckpt)),
             **launch_metadata,
-        }
+        },
     )
 
 
 def load_latest_model(storage: PinnerStorage) -> tuple[PinnerFormer, str]:
+    """The newest TRAINED model (a candidate until the promotion gate passes it)."""
     path: Path = storage.path(*LATEST_MODEL)
     if not path.exists():
         raise dg.Failure(f"no trained model: materialise trained_model first ({path} missing)")
     latest = json.loads(path.read_text())
-    state = torch.load(latest["path"], map_location="cpu", weights_only=False)
+    return load_model(storage, latest["version"]), latest["version"]
+
+
+def load_model(storage: PinnerStorage, version: str) -> PinnerFormer:
+    """models/<version>/model.pt, loaded with weights_only=True (no pickled code runs)."""
+    path = storage.path("models", version, "model.pt")
+    if not path.exists():
+        raise dg.Failure(f"model {version} not found at {path}", allow_retries=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     model = PinnerFormer(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
-    return model.eval(), latest["version"]
+    return model.eval()
+
+
+def load_serving_model(storage: PinnerStorage) -> tuple[PinnerFormer, str]:
+    """The model that passed the promotion gate last (models/serving.json): what is served."""
+    version = serving_version(storage)
+    if version is None:
+        raise dg.Failure(
+            "no served model: no trained_model has passed its promotion_gate check yet "
+            f"({storage.path(*SERVING_MODEL)} missing); see docs/OPERATIONS.md",
+            allow_retries=False,
+        )
+    return load_model(storage, version), version
+
+
+def _loss_plot(history: list[dict[str, float]], width: int = 60, height: int = 12) -> str:
+    """The loss curve as a Markdown text plot (the UI renders it in the metadata panel)."""
+    if not history:
+        return "no steps"
+    losses = [r["loss"] for r in history]
+    lo, hi = min(losses), max(losses)
+    cols = [losses[round(i * (len(losses) - 1) / max(1, width - 1))] for i in range(width)]
+    grid = [[" "] * width for _ in range(height)]
+    for x, v in enumerate(cols):
+        y = 0 if hi == lo else round((v - lo) / (hi - lo) * (height - 1))
+        grid[height - 1 - y][x] = "*"
+    lines = [f"{hi:8.4f} |" + "".join(grid[0])]
+    lines += ["         |" + "".join(row) for row in grid[1:-1]]
+    lines += [
+        f"{lo:8.4f} |" + "".join(grid[-1]),
+        f"          step {history[0]['step']:.0f} .. {history[-1]['step']:.0f}",
+    ]
+    return "```\n" + "\n".join(lines) + "\n```"

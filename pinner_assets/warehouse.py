@@ -5,13 +5,15 @@ never leaves a day half-written (the dagster-duckdb IO manager does the two outs
 DESIGN §7). Partition columns are DATE, never VARCHAR.
 """
 
+import contextlib
 import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import duckdb
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 DDL = {
     "raw_actions": """
@@ -119,7 +121,7 @@ LOCK_RETRY = dg.RetryPolicy(
 )
 
 
-def connect_read_only(path: str, attempts: int = 30) -> duckdb.DuckDBPyConnection:
+def connect_read_only(path: str, attempts: int = 300) -> duckdb.DuckDBPyConnection:
     """A read-only connection for readers outside the pipeline (notebooks, reports), retried
     with backoff while a pipeline step holds the file's write lock."""
     delay = 0.1
@@ -132,3 +134,15 @@ def connect_read_only(path: str, attempts: int = 30) -> duckdb.DuckDBPyConnectio
             time.sleep(delay)
             delay = min(2.0, delay * 2)
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def read_only(resource: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resource's database for steps that only read (outside the
+    one-slot duckdb pool, e.g. training in the gpu pool): never takes the write lock, waits while
+    a writer holds it."""
+    con = connect_read_only(resource.database)
+    try:
+        yield con
+    finally:
+        con.close()

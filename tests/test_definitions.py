@@ -28,6 +28,7 @@ def test_definitions_resolve() -> None:
         "pin_embeddings",
         "pin_index",
         "evaluation_report",
+        "embedding_drift",
     }
     for job in ("daily_pipeline_job", "training_job"):
         assert defs.resolve_job_def(job) is not None
@@ -48,19 +49,33 @@ def test_schedule_targets_the_previous_day() -> None:
 
 def test_pools_tags_and_policies() -> None:
     assets = {a.key.to_user_string(): a for a in defs.assets}  # type: ignore[union-attr]
-    for name in ("raw_actions", "user_timelines", "user_embeddings", "pin_embeddings"):
-        assert assets[name].op.pool == "duckdb"
+    # every warehouse reader/writer is in the one-slot duckdb pool and retries a lost lock
+    for name in (
+        "raw_actions",
+        "user_timelines",
+        "user_embeddings",
+        "pin_embeddings",
+        "pin_index",
+        "evaluation_report",
+        "embedding_drift",
+    ):
+        assert assets[name].op.pool == "duckdb", name
+        assert assets[name].op.retry_policy is not None, name
     trained = assets["trained_model"]
     assert trained.op.pool == "gpu"
     assert "nvidia.com/gpu" in trained.op.tags["dagster-k8s/config"]
     for name in ("raw_actions", "user_timelines", "user_embeddings", "evaluation_report"):
         assert assets[name].backfill_policy == dg.BackfillPolicy.single_run()
         assert assets[name].partitions_def == daily_partitions
-    # a retrain does not replay history: the embeddings' condition ignores the model
-    condition = assets["user_embeddings"].automation_conditions_by_key[
-        dg.AssetKey("user_embeddings")
-    ]
-    assert "trained_model" in str(condition)
+    # a retrain does not replay history: the daily conditions ignore what a retrain touches
+    for name in ("user_embeddings", "evaluation_report", "embedding_drift"):
+        condition = str(assets[name].automation_conditions_by_key[dg.AssetKey(name)])
+        for retrained in ("trained_model", "pin_embeddings", "pin_index", "pin_features"):
+            assert retrained in condition, (name, retrained)
+    # every check says what it checks
+    for check in defs.resolve_asset_graph().asset_check_keys:
+        spec = defs.resolve_asset_graph().get(check)
+        assert spec.description, check
 
 
 def test_workspace_and_instance_config_validate(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from pinner_assets.definitions import ASSETS, build_definitions
+from pinner_assets.promotion import PromotionPolicy
 from pinner_assets.resources import ActionSource, ComputeResource, EvaluationSplit, PinnerStorage
 from pinner_assets.schedules import TRAINING_ASSETS
 
@@ -24,6 +25,11 @@ TRAIN_CONFIG = {
 }
 
 
+RELAXED_PROMOTION = PromotionPolicy(
+    validation_days=2, max_recall_drop_vs_serving=1.0, min_recall_ratio_vs_popularity=0.0
+)
+
+
 def day(i: int) -> str:
     return (DAY0 + datetime.timedelta(days=i)).isoformat()
 
@@ -36,6 +42,9 @@ def make_resources(data_dir: Path, source: ActionSource | None = None) -> dict[s
         "source": source or ActionSource(world="tiny"),
         "compute": ComputeResource(device="cpu"),
         "split": EvaluationSplit(train_end_date=TRAIN_END, index_size=100_000),
+        # behaviour, not quality, is under test: a few-step model is promoted. The gate itself is
+        # tested with the default policy (test_promotion.py).
+        "promotion": RELAXED_PROMOTION,
     }
 
 

@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 from pinner_assets.partitions import daily_partitions  # noqa: E402
 from pinner_assets.resources import ComputeResource, default_resources  # noqa: E402
-from tests.pinner_assets.conftest import Pipeline  # noqa: E402
+from tests.pinner_assets.conftest import RELAXED_PROMOTION, Pipeline  # noqa: E402
 
 TINY_MODEL = {
     "ops": {
@@ -41,6 +41,7 @@ TINY_MODEL = {
 def main(out: Path, temp_dir: str) -> None:
     resources = default_resources()
     resources["compute"] = ComputeResource(device="cpu")
+    resources["promotion"] = RELAXED_PROMOTION  # a 4-step model: behaviour, not quality
     keys = daily_partitions.get_partition_keys()
     train_end = resources["split"].train_end_date  # type: ignore[attr-defined]
     report: dict[str, object] = {"partitions": keys, "source": resources["source"].kind}  # type: ignore[attr-defined]
