@@ -146,7 +146,7 @@ def sampled_softmax_loss(
     masked = (positives.users.unsqueeze(1) == pool.users.unsqueeze(0)) | (
         positives.ids.unsqueeze(1) == pool.ids.unsqueeze(0)
     )
-    neg_logits = neg_logits.masked_fill(masked, torch.finfo(neg_logits.dtype).min)
+    neg_logits.masked_fill_(masked, torch.finfo(neg_logits.dtype).min)  # (N, K), in place
     per_pair = torch.logaddexp(pos_logit, torch.logsumexp(neg_logits, dim=1)) - pos_logit  # (N,)
     return (per_pair * embedding_weights(emb_key)).sum()
 

@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: float | None = None  # passes over the sampler's sequences; overrides `steps`
     lr: float = 2e-3  # peak; small transformers tolerate a high rate with warmup + clipping
     min_lr_ratio: float = 0.05  # cosine floor as a fraction of the peak
-    warmup_fraction: float = 0.05  # linear warmup over this share of the run
+    warmup_fraction: float = 0.02  # linear warmup over this share of the run (~1 of 50 epochs)
     weight_decay: float = 0.01  # AdamW, on matrices only (not norms, biases, embeddings, τ)
     betas: tuple[float, float] = (0.9, 0.98)  # β2 0.98: the transformer / SASRec setting
     grad_clip: float = 1.0  # max global grad norm

@@ -127,3 +127,36 @@ def test_resume_from_checkpoint_is_exact(
         straight.state_dict().items(), resumed.state_dict().items(), strict=True
     ):
         assert_close(a, b, msg=name)
+
+
+def test_early_stopping_restores_the_best_weights(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """A validation metric that peaks at the first score: training stops after `patience` more
+    scores and the model holds the weights it had at the peak."""
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=100)
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, eval_every=5, patience=2, log_every=100)
+    )
+    snapshots: list[dict[str, torch.Tensor]] = []
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+
+    def validate(model: PinnerFormer) -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    fitted = fit(tiny_timelines, tiny_catalog, cfg, validate=validate)
+    r = fitted.result
+    assert r.stop_reason == "early_stopping"
+    assert r.steps == 15 and r.best_step == 5
+    assert [v["score"] for v in r.validation] == [0.5, 0.4, 0.3]
+    for name, value in fitted.model.state_dict().items():
+        assert_close(value, snapshots[0][name], msg=name)
+
+
+def test_max_minutes_caps_the_run(tiny_timelines: Timelines, tiny_catalog: PinCatalog) -> None:
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=10_000)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=1e-6))
+    result = fit(tiny_timelines, tiny_catalog, cfg).result
+    assert result.stop_reason == "max_minutes"
+    assert result.steps == 1
