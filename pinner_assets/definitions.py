@@ -3,11 +3,13 @@
 import dagster as dg
 
 from pinner_assets.automation import automation_sensor
+from pinner_assets.checks import freshness_checks
 from pinner_assets.embeddings import pin_embeddings, pin_index, user_embeddings
 from pinner_assets.evaluation import embedding_drift, evaluation_report
 from pinner_assets.ingest import pin_features, raw_actions
 from pinner_assets.resources import default_resources
 from pinner_assets.schedules import daily_pipeline_job, daily_pipeline_schedule, training_job
+from pinner_assets.sensors import daily_files_sensor, freshness_sensor, raw_actions_job
 from pinner_assets.timelines import training_timelines, user_timelines
 from pinner_assets.training import count_min_sketch, trained_model
 
@@ -29,9 +31,10 @@ ASSETS = [
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_pipeline_job, training_job],
+        asset_checks=freshness_checks,
+        jobs=[daily_pipeline_job, training_job, raw_actions_job],
         schedules=[daily_pipeline_schedule],
-        sensors=[automation_sensor],
+        sensors=[automation_sensor, daily_files_sensor, freshness_sensor],
         resources=resources or default_resources(),
     )
 

@@ -83,8 +83,9 @@ def infer_day(
     full = prev is not None and prev[0] != version
     if full:
         users = (
-            f"SELECT user_id FROM user_embeddings WHERE as_of = DATE '{prev_day}' UNION "
-            f"SELECT user_id FROM user_timelines WHERE as_of = DATE '{day}'"
+            # $day is a bound parameter of query_last_actions: no value is spliced into SQL
+            "SELECT user_id FROM user_embeddings WHERE as_of = $day - 1 UNION "
+            "SELECT user_id FROM user_timelines WHERE as_of = $day"
         )
         # the whole history, not the lookback: every known user must get a new-version row
         rows = query_last_actions(con, day, users, vocab, lookback=100_000)

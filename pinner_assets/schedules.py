@@ -5,9 +5,12 @@ import dagster as dg
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline_job",
     selection=dg.AssetSelection.assets(
-        "raw_actions", "user_timelines", "user_embeddings", "evaluation_report"
+        "raw_actions", "user_timelines", "user_embeddings", "embedding_drift"
     ),
-    description="Ingest a day, rebuild its timelines, infer and merge embeddings, report.",
+    # evaluation_report[D] needs the labels of D + 1 .. D + 14: automation materialises it when
+    # they are stored, 14 days later, never this run.
+    description="Ingest a day, rebuild its timelines, infer, merge and publish embeddings, "
+    "measure their drift.",
 )
 
 # 01:30 UTC targets the previous (complete) day's partition.

@@ -58,6 +58,12 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
+def _identifier(name: str) -> str:
+    """Table and column names are the pipeline's own constants; values are always bound."""
+    assert name.isidentifier(), f"not an SQL identifier: {name!r}"
+    return name
+
+
 def replace_day(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -74,13 +80,14 @@ def replace_day(
     ensure_tables(con)
     con.execute("BEGIN TRANSACTION")
     try:
+        table, date_col = _identifier(table), _identifier(date_col)
         con.execute(f"DELETE FROM {table} WHERE {date_col} = ?", [day])
         if df.height:
             con.register("_incoming", df.to_arrow())
             con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
             con.unregister("_incoming")
         if ledger is not None:
-            name, row = ledger
+            name, row = _identifier(ledger[0]), ledger[1]
             con.execute(f"DELETE FROM {name} WHERE {date_col} = ?", [day])
             marks = ", ".join("?" for _ in row)
             con.execute(f"INSERT INTO {name} VALUES ({marks})", list(row))

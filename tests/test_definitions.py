@@ -35,6 +35,15 @@ def test_definitions_resolve() -> None:
     assert defs.resolve_schedule_def("daily_pipeline_schedule") is not None
     sensor = defs.resolve_sensor_def("automation_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    for name in ("daily_files_sensor", "freshness_sensor"):
+        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert ("user_embeddings", "freshness_check") in checks
+    assert ("evaluation_report", "freshness_check") in checks
+    assert ("trained_model", "promotion_gate") in checks
+    # the nightly run never builds a report whose labels cannot exist yet
+    daily = defs.resolve_job_def("daily_pipeline_job")
+    assert "evaluation_report" not in {n.name for n in daily.nodes_in_topological_order}
 
 
 def test_schedule_targets_the_previous_day() -> None:
