@@ -133,7 +133,8 @@ def test_bad_day_is_rejected_and_nothing_good_is_overwritten(
     message = str(failure.event_specific_data)
     assert f"raw_actions[{day(D)}] rejected: {rule}" in message, message
     assert text in message, message
-    assert "the stored day (" in message and "left untouched" in message, message
+    assert "the stored day (" in message, message
+    assert "left untouched" in message, message
     assert "quarantined at" in message, message
     failed = {
         (e.check_name, e.partition) for e in result.get_asset_check_evaluations() if not e.passed
