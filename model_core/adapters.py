@@ -523,8 +523,13 @@ def read_table(
 
 
 def read_source(kind: str, path: str | Path, **kwargs: Any) -> RawLog:
-    """Dispatch on `kind`: "movielens", "taobao", "csv" or "parquet" (kwargs go to the reader)."""
+    """Dispatch on `kind`: "movielens", "taobao", "amazon", "csv" or "parquet" (kwargs go to the
+    reader)."""
     kind = kind.lower()
+    if kind == "amazon":
+        from model_core.amazon import read_amazon  # imports this module's helpers
+
+        return read_amazon(path, **kwargs)
     if kind == "movielens":
         return read_movielens(path, **kwargs)
     if kind == "taobao":
@@ -533,7 +538,9 @@ def read_source(kind: str, path: str | Path, **kwargs: Any) -> RawLog:
         return read_table(path, fmt="csv", **kwargs)
     if kind == "parquet":
         return read_table(path, fmt="parquet", **kwargs)
-    raise ValueError(f"unknown source kind {kind!r}; expected movielens, taobao, csv or parquet")
+    raise ValueError(
+        f"unknown source kind {kind!r}; expected movielens, taobao, amazon, csv or parquet"
+    )
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from model_core.item_features import item_content_embeddings
 from model_core.timelines import PinCatalog, PositiveRule, Timelines
 
 QUICK_USERS = 400  # users a --quick run keeps from a real log
+ITEM_DIM = 64  # real logs' item vectors: 32 metadata + 32 co-engagement dimensions
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def load(
     path: str | None,
     quick: bool,
     protocol: str,
-    item_engagement: Literal["positive", "all"] = "positive",
+    item_engagement: Literal["positive", "all"] = "all",
     **columns: Any,
 ) -> Data:
     """Any supported source → timelines + a catalogue built without evaluation-period data.
@@ -69,7 +70,7 @@ def load(
     assert path is not None, f"--path is required for source {source}"
     log = _quick(read_source(source, path, **columns), quick)
     split = choose_split(log.actions, log.rule)
-    features = log.feature_config()
+    features = log.feature_config(content_dim=ITEM_DIM)
     cutoff = split
     if protocol == "leave_one_out":
         # Item vectors may use every interaction except the held-out ones and what follows them

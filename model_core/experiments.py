@@ -144,17 +144,25 @@ class Budget:
     patience: int = 5  # validation epochs without improvement
 
 
-def base_recipe(data: Data, seed: int, budget: Budget, item_ids: str = "auto") -> RecipeConfig:
+def base_recipe(
+    data: Data, seed: int, budget: Budget, item_ids: str = "auto", protocol: str = "paper"
+) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
-    paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs."""
+    paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
+    leave-one-out, whose target is the next positive in ROW order, labels follow row order and
+    are not limited in time except by the K-day variants (a Sports user reviews a handful of
+    items over years, often several on one day)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
+    loo = protocol == "leave_one_out"
     return RecipeConfig(
         model=ModelConfig(
             features=data.features,
             dropout=0.2 if small else 0.0,
             **id_fields(len(data.catalog), item_ids),
         ),
-        sampler=SamplerConfig(),
+        sampler=SamplerConfig(
+            window_days=None if loo else 28.0, label_order="rows" if loo else "time"
+        ),
         train=TrainConfig(
             epochs=budget.max_epochs,
             patience=budget.patience,
@@ -227,14 +235,14 @@ def sasrec_config(
     data: Data, loss: Literal["bce", "ce"], seed: int, budget: Budget
 ) -> SASRecConfig:
     """The reference recipe: max length 200 on MovieLens (long histories), 50 elsewhere. Its
-    epoch is one sequence per user, a quarter or less of a PinnerFormer epoch, so it may run 4x
-    as many."""
+    epoch is one sequence per user, a quarter or less of a PinnerFormer epoch (up to 8 windows
+    per user), so it may run 4x as many epochs and wait 4x as many for an improvement."""
     return SASRecConfig(
         loss=loss,
         max_len=200 if data.name.startswith("movielens") else 50,
         seed=seed,
         max_epochs=4 * budget.max_epochs,
-        patience=budget.patience,
+        patience=4 * budget.patience,
         max_minutes=budget.max_minutes,
     )
 
@@ -443,7 +451,7 @@ def run(
     budget: Budget | None = None,
     item_ids: str = "auto",
     only: list[str] | None = None,
-    item_engagement: Literal["positive", "all"] = "positive",
+    item_engagement: Literal["positive", "all"] = "all",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -459,7 +467,7 @@ def run(
     data = load(source, path, quick, protocol, item_engagement, **columns)
 
     def base(seed: int) -> RecipeConfig:
-        return base_recipe(data, seed, budget, item_ids)
+        return base_recipe(data, seed, budget, item_ids, protocol)
 
     rows: list[dict[str, Any]] = []
     if protocol == "paper":

@@ -3,21 +3,24 @@
 Public logs ship no content embeddings, so `item_content_embeddings` builds one per item from two
 parts, each computed ONLY from what is known before `cutoff` (no leakage into evaluation):
 
-1. metadata, m_i ∈ R^dim: a random projection of the item's bag of tokens — its topic (genre /
+1. metadata, m_i ∈ R^(dim - dim/2): a random projection of the item's bag of tokens — its topic (genre /
    category id) and the lower-cased words of its text (title and genres). Every token has a fixed
    Gaussian vector derived from (seed, BLAKE2b(token)), so a token's vector never depends on which
    other items or tokens exist. m_i = normalise(normalise(topic vector) + normalise(mean of word
    vectors)); an item with no metadata at all gets the vector of the token "pin=<id>" (unit norm,
    carries no information but keeps the contract).
-2. co-engagement, c_i ∈ R^dim: a rank-`dim` truncated SVD (randomized, seeded) of the user × item
-   matrix of POSITIVE engagements (`log.rule`) with ts < cutoff, symmetrically degree-normalised
+2. co-engagement, c_i ∈ R^(dim/2): a rank-dim/2 truncated SVD (randomized, seeded) of the user ×
+   item matrix of engagements with ts < cutoff — every action by default (`engagement="all"`: on
+   logs where positives are rare, e.g. Taobao's views vs cart/fav/buy, positives alone leave most
+   items without a vector), or positives only (`log.rule`) — symmetrically degree-normalised
    (X_ui / sqrt(deg_u · deg_i)), so the item factors V·sqrt(S) approximate the spectral embedding
-   of the item-item co-occurrence graph (items engaged by the same users). Items with no positive
+   of the item-item co-occurrence graph (items engaged by the same users). Items with no
    engagement before the cutoff get c_i = 0: the metadata part only.
 
-The embedding is normalise([m_i, w·c_i] @ P) with P a fixed seeded Gaussian (2·dim × dim)
-projection, so every item — in `log.items` or only in `log.actions`, even one first seen after the
-cutoff — gets a unit-norm float32 vector, and the result is deterministic for a seed.
+The embedding is normalise([m_i, w·c_i]): the two parts CONCATENATED (a random projection of both
+into one space would mix them, so the model could not weigh metadata against co-engagement), so
+every item — in `log.items` or only in `log.actions`, even one first seen after the cutoff — gets a
+unit-norm float32 vector of width `dim`, and the result is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def item_content_embeddings(
     dim: int = 32,
     seed: int = 0,
     co_weight: float = 1.0,
-    engagement: Literal["positive", "all"] = "positive",
+    engagement: Literal["positive", "all"] = "all",
 ) -> pl.DataFrame:
     """The `pin_features` contract for a real log, from what is known strictly before `cutoff`.
 
@@ -167,7 +170,8 @@ def item_content_embeddings(
     = "all" uses every action, not only positives, for the co-engagement graph (useful when
     positives are rare, e.g. Taobao's pv vs cart/fav/buy). See the module docstring for the method.
     """
-    assert dim >= 1, f"dim must be >= 1, got {dim}"
+    assert dim >= 2, f"dim must be >= 2 (two concatenated parts), got {dim}"
+    co_dim = dim // 2
     if cutoff.tzinfo is None:
         cutoff = cutoff.replace(tzinfo=datetime.timezone.utc)
     items = (
@@ -176,7 +180,7 @@ def item_content_embeddings(
         .sort("pin_id")
     )
     ids = items["pin_id"].to_numpy().astype(np.int64)
-    meta = metadata_vectors(items, dim, seed)  # (N, dim)
+    meta = metadata_vectors(items, dim - co_dim, seed)  # (N, dim - co_dim)
 
     before = log.actions.filter(pl.col("ts") < cutoff)
     if engagement == "positive":
@@ -184,16 +188,13 @@ def item_content_embeddings(
     co_ids, co = co_engagement_vectors(
         before["user_id"].to_numpy().astype(np.int64),
         before["pin_id"].to_numpy().astype(np.int64),
-        dim,
+        co_dim,
         seed,
     )
-    co_full = np.zeros((len(ids), dim))
+    co_full = np.zeros((len(ids), co_dim))
     co_full[np.searchsorted(ids, co_ids)] = _normalise(co)
-
-    rng = np.random.default_rng([seed, dim, 0x9E3779B9])
-    projection = rng.standard_normal((2 * dim, dim)) / np.sqrt(dim)  # (2·dim, dim)
-    z = np.concatenate([meta, co_weight * co_full], axis=1) @ projection
-    embedding = _normalise(z).astype(np.float32)  # (N, dim)
+    z = np.concatenate([meta, co_weight * co_full], axis=1)  # (N, dim)
+    embedding = _normalise(z).astype(np.float32)
     return pl.DataFrame(
         {
             "pin_id": pl.Series(ids, dtype=pl.Int64),

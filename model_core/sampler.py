@@ -11,8 +11,10 @@ positives they must predict:
 - dense_all_action: up to `dense_positions` random positions s_i each predict ONE random positive
                     from the K days after s_i.
 
-A label is always a positive action strictly later in time than the position that predicts it and
-at most K days later. Which sequences exist per epoch is governed by the §3.5 knobs
+A label is always a positive action strictly later than the position that predicts it and at most K
+days later (`window_days=None`: no limit). "Later" is in time by default; `label_order="rows"`
+makes it later in the log's row order, for logs whose timestamps tie (a day's reviews share one
+midnight) under a protocol that is defined by order (leave-one-out). Which sequences exist per epoch is governed by the §3.5 knobs
 (`sequence_fraction`, `max_sequences_per_user`); everything is a pure function of (seed, step), so
 training resumes exactly from a checkpoint.
 """
@@ -37,7 +39,8 @@ DAY_S = 86_400
 class SamplerConfig:
     objective: Objective = "dense_all_action"  # Table 3: the paper's best for 14-day engagement
     max_len: int = 64  # M, the window length; must not exceed the model's max_len
-    window_days: float = 28.0  # K for training labels (§3.4: 28 days; evaluation uses 14)
+    window_days: float | None = 28.0  # K for labels (§3.4: 28 days; eval uses 14); None = any
+    label_order: Literal["time", "rows"] = "time"  # "rows": later in row order counts as later
     sequence_fraction: float = 0.25  # share of a user's possible sequences drawn per epoch
     max_sequences_per_user: int = 8  # caps heavy users so they do not dominate an epoch
     max_positives: int = 32  # all_action: positives per sequence (§3.4: 32)
@@ -107,10 +110,17 @@ class SequenceSampler:
         key = (self.owner.astype(np.int64) << 33) + (tl.ts - t0)
         self.pos_rows = np.flatnonzero(tl.positive)  # (P,) flat rows of positives, sorted
         pos_key = key[self.pos_rows]
-        horizon = int(config.window_days * DAY_S)
-        self.label_lo = np.searchsorted(pos_key, key, side="right")  # first positive after the row
-        self.label_hi = np.searchsorted(pos_key, key + horizon, side="right")
-        self.n_labels = self.label_hi - self.label_lo  # (T,)
+        if config.label_order == "rows":  # the first positive in a later row
+            self.label_lo = np.searchsorted(self.pos_rows, np.arange(len(key)), side="right")
+        else:  # the first positive strictly later in time
+            self.label_lo = np.searchsorted(pos_key, key, side="right")
+        if config.window_days is None:  # up to the user's last positive
+            user_end = tl.offsets[self.owner + 1]
+            self.label_hi = np.searchsorted(self.pos_rows, user_end, side="left")
+        else:
+            horizon = int(config.window_days * DAY_S)
+            self.label_hi = np.searchsorted(pos_key, key + horizon, side="right")
+        self.n_labels = np.maximum(self.label_hi - self.label_lo, 0)  # (T,)
         self.eligible = np.flatnonzero(self.n_labels > 0)
         per_user = np.bincount(self.owner[self.eligible], minlength=tl.n_users)
         self.quota = np.minimum(

@@ -206,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     e = sub.add_parser("experiment", help="re-run the paper's tables on a log (model_core only)")
     e.add_argument(
-        "--source", required=True, choices=["synthetic", "movielens", "taobao", "csv", "parquet"]
+        "--source",
+        required=True,
+        choices=["synthetic", "movielens", "taobao", "amazon", "csv", "parquet"],
     )
     e.add_argument("--path", default=None, help="dataset directory or file (not for synthetic)")
     e.add_argument(
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     e.add_argument(
         "--item-engagement",
-        default="positive",
+        default="all",
         choices=["positive", "all"],
         help="real logs: build item co-engagement vectors from positives only or every action",
     )

@@ -151,3 +151,29 @@ def test_label_counts_are_what_the_first_epoch_draws(sampler: SequenceSampler) -
         rows = sampler.batch(step, 32).pin_row.numpy()
         drawn += np.bincount(rows, minlength=len(sampler.catalog))
     np.testing.assert_array_equal(counts, drawn)
+
+
+def test_row_order_labels_see_same_second_positives_and_no_window() -> None:
+    """Leave-one-out logs tie timestamps (a day's reviews share one midnight): in row order the
+    next row's positive is a label; in time order it is not (not strictly later)."""
+    n = 4
+    tl = Timelines(
+        user_ids=np.array([1]),
+        offsets=np.array([0, n]),
+        ts=np.array([0, 0, 0, 400 * 86_400]),  # three on one day, one a year later
+        pin_row=np.arange(n),
+        pin_id=np.arange(n),
+        action=np.ones(n, np.int64),
+        surface=np.ones(n, np.int64),
+        duration=np.zeros(n, np.float32),
+        positive=np.ones(n, bool),
+    )
+    catalog = PinCatalog(np.arange(n), np.zeros((n, 2), np.float32), np.full(n, -1))
+    by_time = SequenceSampler(tl, catalog, SamplerConfig(objective="sasrec"))
+    by_rows = SequenceSampler(
+        tl, catalog, SamplerConfig(objective="sasrec", window_days=None, label_order="rows")
+    )
+    assert by_time.n_labels.tolist() == [0, 0, 0, 0]
+    assert by_rows.n_labels.tolist() == [3, 2, 1, 0]
+    _, pos, label = by_rows.pairs(np.array([3]), np.random.default_rng(0))
+    assert pos.tolist() == [0, 1, 2] and label.tolist() == [1, 2, 3]
