@@ -14,10 +14,11 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from model_core.features import FeatureConfig
+from model_core.item_ids import id_fields
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
-from model_core.recipe import RecipeConfig
-from model_core.sampler import SamplerConfig
+from model_core.recipe import RecipeConfig, label_sketch
+from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.sketch import CountMinSketch
 from model_core.trainer import TrainConfig, resolve_device, save_checkpoint
 from pinner_assets.launch import launch_training
@@ -70,15 +71,19 @@ class SketchConfig(dg.Config):
 def count_min_sketch(
     config: SketchConfig, duckdb: DuckDBResource, storage: PinnerStorage, source: ActionSource
 ) -> dg.MaterializeResult:
-    """Count-min sketch of positive-item frequency in the training data (feeds logQ); positive
-    by the source's rule."""
-    timelines, _ = load_training_timelines(duckdb, source)
-    sketch = CountMinSketch(config.width, config.depth, seed=0)
-    sketch.add(timelines.pin_id[timelines.positive])
+    """Count-min sketch of how often each pin is drawn as a training label (feeds logQ): one
+    epoch of the default sampler over the training timelines, positives by the source's rule.
+    logQ must correct for what the in-batch pool holds, which differs from the pins' share of
+    positives (heavy users are capped, positions are sampled)."""
+    timelines, catalog = load_training_timelines(duckdb, source)
+    sampler = SequenceSampler(timelines, catalog, SamplerConfig(max_len=MAX_LEN))
+    sketch = label_sketch(
+        sampler, RecipeConfig(sketch_width=config.width, sketch_depth=config.depth)
+    )
     sketch.save(storage.path(*SKETCH_FILE))
     return dg.MaterializeResult(
         metadata={
-            "positives": sketch.total,
+            "sampled_labels": sketch.total,
             "width": config.width,
             "depth": config.depth,
             "error_bound": f"+{math.e / config.width * sketch.total:.1f} counts "
@@ -106,16 +111,19 @@ class ModelTraining(dg.Config):
     out_dim: int = Field(default=64, description="Embedding dimension D.")
     window_days: float = Field(default=28.0, description="Label window K in days.")
     seed: int = Field(default=0, description="Seed for init, sampling and negatives.")
-    pin_id_buckets: int = Field(
-        default=65_536,
-        description="Beyond the paper: learnable hashed pin-id embeddings in the pin tower "
-        "(0 = the paper's content-only tower). On by default: when content embeddings carry no "
-        "engagement signal (the synthetic world's do not), the paper's tower cannot rank popular "
-        "pins above unpopular ones of the same topic. `pinner compare` measures both.",
+    item_ids: Literal["auto", "table", "hashed", "none"] = Field(
+        default="auto",
+        description="Beyond the paper: learnable item-id embeddings shared by the pin tower and "
+        "the user tower's input (model_core.item_ids). auto = a full table of the catalogue's "
+        "ids up to 1M pins, hashed beyond; none = the paper's content-only tower. On by "
+        "default: when content embeddings carry no engagement signal (public logs, the "
+        "synthetic world), the paper's tower cannot rank popular pins above unpopular ones of "
+        "the same topic. `pinner compare` measures both.",
     )
 
-    def recipe(self, features: FeatureConfig, device: str) -> RecipeConfig:
-        """`features`: the source's vocabulary with the pin features' content width."""
+    def recipe(self, features: FeatureConfig, device: str, n_items: int) -> RecipeConfig:
+        """`features`: the source's vocabulary with the pin features' content width;
+        `n_items`: the catalogue size (the id table's)."""
         return RecipeConfig(
             model=ModelConfig(
                 features=features,
@@ -123,7 +131,7 @@ class ModelTraining(dg.Config):
                 hidden=self.hidden,
                 n_layers=self.n_layers,
                 out_dim=self.out_dim,
-                pin_id_buckets=self.pin_id_buckets,
+                **id_fields(n_items, self.item_ids),
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days
@@ -184,7 +192,7 @@ def trained_model(
     timelines, catalog = load_training_timelines(duckdb, source)
     sketch = CountMinSketch.load(storage.path(*SKETCH_FILE))
     device = str(resolve_device(compute.device))
-    recipe = config.recipe(model_features(source.feature_config(), catalog), device)
+    recipe = config.recipe(model_features(source.feature_config(), catalog), device, len(catalog))
     # torchrun through Dagster Pipes (pinner_assets.launch): logs stream in, resumes when killed
     fitted, launch_metadata = launch_training(
         context, storage, compute, timelines, catalog, sketch, recipe

@@ -31,7 +31,7 @@ TINY_MODEL = {
                 "hidden": 16,
                 "out_dim": 8,
                 "n_layers": 1,
-                "pin_id_buckets": 64,
+                "item_ids": "table",
             }
         }
     }
