@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import numpy as np
 import torch
 
@@ -72,5 +75,5 @@ def user_item_vectors(
     if isinstance(model, PinnerFormer):
         users = embed_users(model, history, catalog)
         return users, embed_pins(model, catalog.embeddings, catalog.pin_ids)
-    vectors = model.vectors  # type: ignore[operator]
+    vectors = cast(Callable[[Timelines, PinCatalog], tuple[np.ndarray, np.ndarray]], model.vectors)
     return vectors(history, catalog)

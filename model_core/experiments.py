@@ -265,7 +265,7 @@ class Trainer:
         if variant.peer is not None:
             cfg = sasrec_config(self.data, variant.peer, recipe.train.seed, self.budget)
             model, res = fit_sasrec(tl, self.data.catalog, cfg, self.split.validate)
-            stats = {
+            stats: dict[str, Any] = {
                 "train_seconds": res.seconds,
                 "epochs": res.epochs,
                 "best_epoch": res.best_epoch,

@@ -146,12 +146,17 @@ class SeqBatch:
     pin_id: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> SeqBatch:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
         return SeqBatch(
-            *(
-                getattr(self, f).to(device, non_blocking=True)
-                for f in ("content", "action", "surface", "duration", "ts", "lengths")
-            ),
-            pin_id=None if self.pin_id is None else self.pin_id.to(device, non_blocking=True),
+            content=move(self.content),
+            action=move(self.action),
+            surface=move(self.surface),
+            duration=move(self.duration),
+            ts=move(self.ts),
+            lengths=move(self.lengths),
+            pin_id=None if self.pin_id is None else move(self.pin_id),
         )
 
     @property

@@ -21,6 +21,8 @@ Two layouts:
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 import torch
 from torch import nn
@@ -31,7 +33,12 @@ DEFAULT_BUCKETS = 2**20
 _MULTIPLIERS = (2654435761, 2246822519, 3266489917, 668265263)
 
 
-def id_fields(n_items: int, mode: str = "auto") -> dict[str, int]:
+class IdFields(TypedDict):
+    item_id_vocab: int
+    pin_id_buckets: int
+
+
+def id_fields(n_items: int, mode: str = "auto") -> IdFields:
     """ModelConfig fields for learning the ids of a catalogue of `n_items`: "auto" = a full table
     up to MAX_TABLE_ITEMS items, hashing beyond; "table", "hashed"; "none" = content only."""
     if mode == "none":

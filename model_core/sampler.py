@@ -14,9 +14,9 @@ positives they must predict:
 A label is always a positive action strictly later than the position that predicts it and at most K
 days later (`window_days=None`: no limit). "Later" is in time by default; `label_order="rows"`
 makes it later in the log's row order, for logs whose timestamps tie (a day's reviews share one
-midnight) under a protocol that is defined by order (leave-one-out). Which sequences exist per epoch is governed by the §3.5 knobs
-(`sequence_fraction`, `max_sequences_per_user`); everything is a pure function of (seed, step), so
-training resumes exactly from a checkpoint.
+midnight) under a protocol that is defined by order (leave-one-out). Which sequences exist per
+epoch is governed by the §3.5 knobs (`sequence_fraction`, `max_sequences_per_user`); everything
+is a pure function of (seed, step), so training resumes exactly from a checkpoint.
 """
 
 from __future__ import annotations

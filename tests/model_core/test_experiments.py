@@ -22,9 +22,7 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
         lo, hi = row["recall_at_10_ci"]
         assert 0.0 <= lo <= row["recall_at_10"] <= hi <= 1.0 or row["eval_users"] == 0
         assert "hr_at_10" not in row
-    loo = run(
-        "synthetic", None, ["item_ids"], "leave_one_out", seeds=[0], quick=True, budget=TINY
-    )
+    loo = run("synthetic", None, ["item_ids"], "leave_one_out", seeds=[0], quick=True, budget=TINY)
     for row in loo["rows"]:
         for suffix in ("", "_unfiltered"):  # seen items removed (the default), and not
             assert 0.0 <= row[f"ndcg_at_10{suffix}"] <= row[f"hr_at_10{suffix}"] <= 1.0

@@ -1,4 +1,4 @@
-"""Learned item ids: a full table keyed by id (unknown ids → zero), hashing, shared by both towers."""
+"""Learned item ids: a full table keyed by id (unknown → zero), hashing, shared by both towers."""
 
 from __future__ import annotations
 

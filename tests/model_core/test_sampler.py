@@ -176,4 +176,5 @@ def test_row_order_labels_see_same_second_positives_and_no_window() -> None:
     assert by_time.n_labels.tolist() == [0, 0, 0, 0]
     assert by_rows.n_labels.tolist() == [3, 2, 1, 0]
     _, pos, label = by_rows.pairs(np.array([3]), np.random.default_rng(0))
-    assert pos.tolist() == [0, 1, 2] and label.tolist() == [1, 2, 3]
+    assert pos.tolist() == [0, 1, 2]
+    assert label.tolist() == [1, 2, 3]

@@ -148,7 +148,8 @@ def test_early_stopping_restores_the_best_weights(
     fitted = fit(tiny_timelines, tiny_catalog, cfg, validate=validate)
     r = fitted.result
     assert r.stop_reason == "early_stopping"
-    assert r.steps == 15 and r.best_step == 5
+    assert r.steps == 15
+    assert r.best_step == 5
     assert [v["score"] for v in r.validation] == [0.5, 0.4, 0.3]
     for name, value in fitted.model.state_dict().items():
         assert_close(value, snapshots[0][name], msg=name)
