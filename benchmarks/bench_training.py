@@ -113,8 +113,7 @@ def main() -> None:
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         print(
-            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps "
-            f"(before = {BASELINE_COMMIT})"
+            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps (before = {BASELINE_COMMIT})"
         )
         print(f"{'objective':<18}{'run':<12}{'seq/s':>8}{'x before':>10}{'GFLOP/s':>10}")
         for objective in ("dense_all_action", "sasrec"):

@@ -6,15 +6,16 @@ parts, each computed ONLY from what is known before `cutoff` (no leakage into ev
 1. metadata, m_i ∈ R^(dim - dim/2): a random projection of the item's bag of tokens — its topic
    (genre / category id) and the lower-cased words of its text (title and genres). Every token
    has a fixed Gaussian vector derived from (seed, BLAKE2b(token)), so a token's vector never
-   depends on which other items or tokens exist. m_i = normalise(normalise(topic vector) + normalise(mean of word
-   vectors)); an item with no metadata at all gets the vector of the token "pin=<id>" (unit norm,
-   carries no information but keeps the contract).
+   depends on which other items or tokens exist. m_i = normalise(normalise(topic vector) +
+   normalise(mean of word vectors)); an item with no metadata at all gets the vector of the token
+   "pin=<id>" (unit norm, carries no information but keeps the contract).
 2. co-engagement, c_i ∈ R^(dim/2): a rank-dim/2 truncated SVD (randomized, seeded) of the
    user × item matrix of engagements with ts < cutoff — every action by default
-   (`engagement="all"`: on logs where positives are rare, e.g. Taobao's views vs cart/fav/buy, positives alone leave most
-   items without a vector), or positives only (`log.rule`) — symmetrically degree-normalised
-   (X_ui / sqrt(deg_u · deg_i)), so the item factors V·sqrt(S) approximate the spectral embedding
-   of the item-item co-occurrence graph (items engaged by the same users). Items with no
+   (`engagement="all"`: on logs where positives are rare, e.g. Taobao's views vs cart/fav/buy,
+   positives alone leave most items without a vector), or positives only (`log.rule`) —
+   symmetrically degree-normalised (X_ui / sqrt(deg_u · deg_i)), so the item factors V·sqrt(S)
+   approximate the spectral embedding of the item-item co-occurrence graph (items engaged by the
+   same users). Items with no
    engagement before the cutoff get c_i = 0: the metadata part only.
 
 The embedding is normalise([m_i, w·c_i]): the two parts CONCATENATED (a random projection of both
