@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Regenerates results/*.json and docs/RESULTS.md: every `pinner experiment` run behind the
 # published tables, in two parallel streams with one torch thread each (on a 2-core machine that
-# beats two threads fighting over both cores):
-#   1. the synthetic world (paper protocol), then MovieLens leave-one-out;
-#   2. Taobao (both protocols), then MovieLens paper protocol.
-# Usage: scripts/reproduce_results.sh   (PINNER_DATASETS_DIR, default ../shared/datasets)
+# beats two threads fighting over both cores). Every model trains to convergence on a validation
+# split (early stopping, best weights restored) within --max-minutes per variant and seed.
+#   1. the headline: PinnerFormer vs the reference SASRecs, leave-one-out, 3 seeds, on MovieLens
+#      latest-small and Taobao; then the paper protocol on Taobao; then the paper's tables on the
+#      synthetic world;
+#   2. the same headline on Amazon Sports (35,598 users), then its paper protocol.
+# Usage: scripts/reproduce_results.sh   (PINNER_DATASETS_DIR, default ../shared/datasets;
+#        MAX_MINUTES per variant and seed, default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PINNER=${PINNER:-.venv/bin/pinner}
 D=${PINNER_DATASETS_DIR:-../shared/datasets}
 ML=$D/movielens-latest-small
-TB=$D/taobao-userbehavior-sample
+TB=$D/taobao-userbehavior-sample/UserBehavior_sample.csv
+AZ=$D/amazon-sports-5core
+M=${MAX_MINUTES:-5}
+HEADLINE=dense_all_action_k28,sasrec,sasrec_reference,sasrec_ce
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p results
 
@@ -20,34 +27,34 @@ timed() {
   echo "[$((SECONDS - start)) s] $*"
 }
 
-synthetic_and_movielens_loo() {
+stream1() {
+  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
+    --tables objectives,peers,item_ids --variants $HEADLINE,content_only,ids_table \
+    --seeds 0,1,2 --max-minutes "$M" --out results/movielens_loo.json
+  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
+    --tables objectives,peers --variants $HEADLINE \
+    --seeds 0,1,2 --max-minutes "$M" --out results/taobao_loo.json
+  timed $PINNER experiment --source taobao --path "$TB" --protocol paper \
+    --tables objectives --variants dense_all_action_k28,sasrec \
+    --seeds 0 --max-minutes "$M" --out results/taobao_paper.json
   timed $PINNER experiment --source synthetic --protocol paper \
-    --tables objectives,inference,bce,negatives,multitask,features,pin_ids \
-    --steps 200 --seeds 0,1 --out results/synthetic_paper.json
-  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives,bce --steps 150 --seeds 0,1 --out results/movielens_loo.json
-  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables negatives,features --steps 150 --out results/movielens_loo_ablations.json
+    --tables objectives,item_ids,inference,bce,negatives,multitask,features \
+    --seeds 0 --max-minutes "$M" --out results/synthetic_paper.json
 }
 
-taobao_and_movielens_paper() {
-  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives,bce,pin_ids --steps 300 --seeds 0,1 \
-    --pin-id-buckets 65536 --item-engagement all --out results/taobao_loo.json
-  timed $PINNER experiment --source taobao --path "$TB" --protocol paper \
-    --tables objectives,inference,multitask --steps 300 \
-    --pin-id-buckets 65536 --item-engagement all --out results/taobao_paper.json
-  timed $PINNER experiment --source movielens --path "$ML" --protocol paper \
-    --tables objectives --steps 100 --out results/movielens_paper.json
-  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables negatives,features --steps 300 \
-    --pin-id-buckets 65536 --item-engagement all --out results/taobao_loo_ablations.json
+stream2() {
+  timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
+    --tables objectives,peers --variants $HEADLINE \
+    --seeds 0,1,2 --max-minutes "$M" --out results/amazon_loo.json
+  timed $PINNER experiment --source amazon --path "$AZ" --protocol paper \
+    --tables objectives --variants dense_all_action_k28,sasrec \
+    --seeds 0 --max-minutes "$M" --out results/amazon_paper.json
 }
 
 begin=$SECONDS
-synthetic_and_movielens_loo > results/stream1.log 2>&1 &
+stream1 > results/stream1.log 2>&1 &
 first=$!
-taobao_and_movielens_paper > results/stream2.log 2>&1 &
+stream2 > results/stream2.log 2>&1 &
 second=$!
 wait $first
 wait $second
