@@ -39,8 +39,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_model.py
 	$(BIN)/python benchmarks/bench_scale.py
 
+# The UI has no authentication: it listens on localhost unless UI_HOST says otherwise.
+UI_HOST ?= 127.0.0.1
 ui: setup
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -h $(UI_HOST) -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) data

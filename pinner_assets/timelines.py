@@ -164,7 +164,23 @@ def user_timelines(
     return dg.MaterializeResult()
 
 
-@dg.asset(deps=["raw_actions"], pool="duckdb", group_name="training")
+def training_window() -> dg.PartitionMapping:
+    """The raw_actions days training_timelines reads: every day up to the split's last training
+    day (PINNER_TRAIN_END_DATE, as EvaluationSplit.from_env), so a new day does not make the
+    training side stale. Falls back to every day when the split lies outside the range."""
+    end = EvaluationSplit.from_env().train_end_date
+    keys = [k for k in daily_partitions.get_partition_keys() if k <= end]
+    return dg.SpecificPartitionsPartitionMapping(keys) if keys else dg.AllPartitionMapping()
+
+
+@dg.asset(
+    deps=[dg.AssetDep("raw_actions", partition_mapping=training_window())],
+    pool="duckdb",
+    retry_policy=LOCK_RETRY,
+    group_name="training",
+    kinds={"duckdb"},
+    owners=["team:ml-platform"],
+)
 def training_timelines(
     split: EvaluationSplit, source: ActionSource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:

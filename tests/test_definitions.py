@@ -12,6 +12,7 @@ import dagster as dg
 
 from pinner_assets.definitions import defs
 from pinner_assets.partitions import daily_partitions
+from pinner_assets.resources import EvaluationSplit
 
 
 def test_definitions_resolve() -> None:
@@ -81,6 +82,15 @@ def test_pools_tags_and_policies() -> None:
         condition = str(assets[name].automation_conditions_by_key[dg.AssetKey(name)])
         for retrained in ("trained_model", "pin_embeddings", "pin_index", "pin_features"):
             assert retrained in condition, (name, retrained)
+    # declared reads: the report's forward label window, training's window up to the split
+    graph = defs.resolve_asset_graph()
+    report = graph.get(dg.AssetKey("evaluation_report")).partition_mappings
+    window = report[dg.AssetKey("raw_actions")]
+    assert isinstance(window, dg.TimeWindowPartitionMapping)
+    assert window.end_offset == 14
+    training = graph.get(dg.AssetKey("training_timelines")).partition_mappings
+    keys = training[dg.AssetKey("raw_actions")].partition_keys  # type: ignore[attr-defined]
+    assert max(keys) == EvaluationSplit.from_env().train_end_date
     # every check says what it checks
     for check in defs.resolve_asset_graph().asset_check_keys:
         spec = defs.resolve_asset_graph().get(check)
@@ -107,3 +117,11 @@ def test_workspace_and_instance_config_validate(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "All code locations passed validation" in out.stdout + out.stderr
+
+
+def test_ui_listens_on_localhost_only() -> None:
+    """`make ui` binds the webserver to the loopback interface; exposing it is a deliberate
+    change (UI_HOST=0.0.0.0 behind an authenticating proxy, docs/OPERATIONS.md)."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "UI_HOST ?= 127.0.0.1" in makefile
+    assert "dagster dev -h $(UI_HOST)" in makefile
