@@ -172,11 +172,12 @@ def users_version(con: duckdb.DuckDBPyConnection, day: datetime.date) -> str:
 
 
 def label_days(con: duckdb.DuckDBPyConnection, day: datetime.date, horizon: int) -> list[str]:
-    """Days of (day, day + horizon] inside the partition range that are not stored yet."""
-    keys = set(daily_partitions.get_partition_keys())
+    """Days of (day, day + horizon] that are not stored yet. Only a FIXED end of the partition
+    range (a finished log) excuses a day; in an open-ended range a future day is simply missing."""
+    end = daily_partitions.end.date() if daily_partitions.end is not None else None
     window = [day + datetime.timedelta(days=i) for i in range(1, horizon + 1)]
     have = stored_days(con, "raw_action_partitions", "event_date", window[0], window[-1])
-    return [d.isoformat() for d in window if d.isoformat() in keys and d not in have]
+    return [d.isoformat() for d in window if (end is None or d < end) and d not in have]
 
 
 @dg.asset(
