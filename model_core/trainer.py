@@ -287,7 +287,8 @@ def train(
                 row["sequences_per_s"],
                 eta,
             )
-        if validate is not None and (step % eval_every == 0 or step == last):
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if validate is not None and (step % eval_every == 0 or step == last or out_of_time):
             ddp_model.eval()
             score = float(validate(raw_model))
             ddp_model.train()
@@ -307,7 +308,7 @@ def train(
             if (step - best[1]) >= cfg.patience * eval_every:
                 stop_reason = "early_stopping"
                 break
-        if deadline is not None and time.monotonic() > deadline:
+        if out_of_time:
             stop_reason = "max_minutes"
             break
         if (
