@@ -90,7 +90,8 @@ def prepare_job(
             recipe,
             train=dataclasses.replace(recipe.train, checkpoint_every=compute.checkpoint_every),
         )
-    run_dir = storage.path("training_runs", run_key(fp, recipe, compute.nproc_per_node), "x").parent
+    run_dir = storage.root / "training_runs" / run_key(fp, recipe, compute.nproc_per_node)
+    run_dir.mkdir(parents=True, exist_ok=True)
     job = TrainJob(
         data_url=url,
         recipe=dataclasses.asdict(recipe),
