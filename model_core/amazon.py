@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from model_core.adapters import RawLog, _finish
+from model_core.raw_log import RawLog, _finish
 from model_core.timelines import PositiveRule
 
 AMAZON_ACTION_TYPES = ("review",)

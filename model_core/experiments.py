@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +51,14 @@ from model_core.evaluation import (
     recent_mean,
 )
 from model_core.experiment_data import Data, load
+from model_core.experiment_tables import (
+    PAPER_ONLY,
+    TABLES,
+    Base,
+    Variant,
+    variants,
+    with_labels,
+)
 from model_core.inference_frequency import MODES, inference_frequency_metrics
 from model_core.item_ids import id_fields
 from model_core.leave_one_out import LeaveOneOut, Seen, full_ranks, leave_one_out
@@ -65,73 +72,6 @@ from model_core.timelines import Timelines
 from model_core.trainer import TrainConfig
 from model_core.validation import Split, leave_one_out_split, paper_split
 
-Change = Callable[[RecipeConfig], RecipeConfig]
-Base = Callable[[int], RecipeConfig]  # seed → the recipe a variant changes
-
-
-def _sampler(**kw: Any) -> Change:
-    return lambda r: dataclasses.replace(r, sampler=dataclasses.replace(r.sampler, **kw))
-
-
-def _loss(**kw: Any) -> Change:
-    return lambda r: dataclasses.replace(r, loss=dataclasses.replace(r.loss, **kw))
-
-
-def _features(**kw: Any) -> Change:
-    def change(r: RecipeConfig) -> RecipeConfig:
-        feats = dataclasses.replace(r.model.features, **kw)
-        return dataclasses.replace(r, model=dataclasses.replace(r.model, features=feats))
-
-    return change
-
-
-def _both(a: Change, b: Change) -> Change:
-    return lambda r: b(a(r))
-
-
-def _model(**kw: Any) -> Change:
-    return lambda r: dataclasses.replace(r, model=dataclasses.replace(r.model, **kw))
-
-
-TABLES: dict[str, dict[str, Change]] = {
-    "objectives": {  # paper Table 3
-        "next_action": _sampler(objective="next_action"),
-        "sasrec": _sampler(objective="sasrec"),
-        "all_action": _sampler(objective="all_action"),
-        "dense_all_action_k14": _sampler(objective="dense_all_action", window_days=14.0),
-        "dense_all_action_k28": _sampler(objective="dense_all_action", window_days=28.0),
-    },
-    "negatives": {  # paper Table 4
-        f"{neg}{'+logq' if logq else ''}": _loss(negatives=neg, logq=logq)
-        for neg in ("in_batch", "random", "mixed")
-        for logq in (False, True)
-    },
-    "features": {  # paper Table 6
-        "all": _features(),
-        "no_content": _features(use_content=False),
-        "no_action_type": _features(use_action_type=False),
-        "no_surface": _features(use_surface=False),
-        "no_duration": _features(use_duration=False),
-        "no_time": _features(use_absolute_time=False, use_relative_time=False),
-    },
-    "bce": {  # paper Table 10
-        "sasrec_sampled_softmax": _sampler(objective="sasrec"),
-        "sasrec_bce_one_negative": _both(_sampler(objective="sasrec"), _loss(kind="bce")),
-        "dense_all_action": _sampler(objective="dense_all_action"),
-    },
-    "inference": {  # paper Table 2; each model is scored once per inference frequency
-        "sasrec": _sampler(objective="sasrec"),
-        "dense_all_action": _sampler(objective="dense_all_action"),
-    },
-    "multitask": {},  # paper Table 5; variants depend on the log's positive types (`variants`)
-    "item_ids": {},  # beyond the paper: content only (the paper) vs learned ids (`variants`)
-    "peers": {},  # reference SASRecs (`model_core.sasrec`); variants from PEERS
-}
-# The reference SASRecs: variant → loss (`model_core.sasrec`).
-PEERS: dict[str, Literal["bce", "ce"]] = {"sasrec_reference": "bce", "sasrec_ce": "ce"}
-
-
-PAPER_ONLY = ("inference", "multitask")  # need time-stamped positives in (t, t + 14 days]
 SMALL_LOG_ACTIONS = 1_000_000  # below this, dropout 0.2 (the SASRec setting for small logs)
 
 
@@ -172,49 +112,6 @@ def base_recipe(
         ),
         eval=EvalConfig(seed=0),
     )
-
-
-@dataclass(frozen=True)
-class Variant:
-    change: Change
-    label_action: str | None = None  # Table 5 single task: only this action type is a label
-    peer: Literal["bce", "ce"] | None = None  # a reference SASRec instead of PinnerFormer
-
-
-def variants(table: str, data: Data, only: list[str] | None = None) -> dict[str, Variant]:
-    """The table's variants (those named in `only`, when given)."""
-    if table == "multitask":
-        if len(data.positive_types) < 2:
-            raise ValueError(
-                f"table multitask needs a log with several positive action types; {data.name} "
-                f"has {list(data.positive_types)}"
-            )
-        out = {"multi_task": Variant(_same)}
-        out.update({f"only_{a}": Variant(_same, a) for a in data.positive_types})
-    elif table == "peers":
-        out = {name: Variant(_same, peer=loss) for name, loss in PEERS.items()}
-    elif table == "item_ids":
-        n = len(data.catalog)
-        out = {
-            "content_only": Variant(_model(**id_fields(n, "none"))),
-            "ids_table": Variant(_model(**id_fields(n, "table"))),
-            "ids_hashed": Variant(_model(**id_fields(n, "hashed"))),
-        }
-    else:
-        out = {name: Variant(change) for name, change in TABLES[table].items()}
-    return {k: v for k, v in out.items() if only is None or k in only}
-
-
-def _same(r: RecipeConfig) -> RecipeConfig:
-    return r
-
-
-def with_labels(tl: Timelines, data: Data, action: str | None) -> Timelines:
-    """Keep only `action` positives as labels (inputs unchanged); None keeps every positive."""
-    if action is None:
-        return tl
-    code = data.features.action_types.index(action) + 1
-    return dataclasses.replace(tl, positive=tl.positive & (tl.action == code))
 
 
 def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, RetrievalMetrics]:

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from model_core.adapters import RawLog
+from model_core.raw_log import RawLog
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 

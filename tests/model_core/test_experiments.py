@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model_core.experiments import PEERS, TABLES, Budget, run, write
+from model_core.experiment_tables import PEERS, TABLES
+from model_core.experiments import Budget, run, write
 from model_core.results import render_files
 
 BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
