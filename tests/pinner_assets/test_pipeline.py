@@ -33,6 +33,13 @@ def test_daily_embeddings_merge_over_yesterday(pipeline: Pipeline) -> None:
     result = p.run(["user_embeddings"], day(0), day(3))
     partitions = [e.partition for e in result.get_asset_materialization_events()]
     assert partitions == [day(0), day(1), day(2), day(3)]
+    # per-partition metadata in a range run: each day shows its own row count
+    rows = {
+        e.partition: e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+    }
+    assert rows == {day(i): len(embeddings(p, day(i))) for i in range(4)}
+    assert len(set(rows.values())) > 1
     first, second = embeddings(p, day(0)), embeddings(p, day(1))
     assert set(first) == active_users(p, day(0))  # first partition: today's users only
     active = active_users(p, day(1))

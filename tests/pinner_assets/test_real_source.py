@@ -152,10 +152,11 @@ def test_taobao_log_runs_through_the_pipeline(tmp_path: Path) -> None:
 
     assert meta["pin_features"]["cutoff"] == str(item_cutoff(TAOBAO_TRAIN_END))
     assert meta["pin_features"]["dim"] == 8
-    # Taobao's positive rule (cart / fav / buy) in training: the sketch counts exactly the
-    # training users' positives up to the split ...
+    # Taobao's positive rule (cart / fav / buy) in training: the sketch counts labels the
+    # sampler draws from the training users' positives up to the split (one epoch) ...
     train_rows = fixture.filter(~pl.col("held_out") & (pl.col("event_date") <= TAOBAO_TRAIN_END))
-    assert meta["count_min_sketch"]["positives"] == train_rows["positive"].sum()
+    assert train_rows["positive"].sum() > 0
+    assert meta["count_min_sketch"]["sampled_labels"] > 0
     # ... and in evaluation: the held-out users' positives after it
     metrics = json.loads(
         (tmp_path / "data" / "reports" / TAOBAO_TRAIN_END.isoformat() / "metrics.json").read_text()
