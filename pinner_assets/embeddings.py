@@ -71,6 +71,7 @@ def infer_day(
         raise dg.Failure(
             f"user_embeddings[{prev_day}] is missing, so user_embeddings[{day}] cannot merge over "
             f"it. Materialise {prev_day} first (or backfill the range up to {day} in one run).",
+            allow_retries=False,
         )
     built = con.execute("SELECT 1 FROM user_timeline_partitions WHERE as_of = ?", [day]).fetchone()
     if built is None:  # never built, or held back by a hole in raw_actions
