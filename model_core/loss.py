@@ -27,7 +27,7 @@ Table 10: every pair has ONE uniformly sampled negative and the loss is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -100,6 +100,74 @@ def embedding_weights(emb_key: torch.Tensor) -> torch.Tensor:
     return 1.0 / (counts[inverse].to(torch.float32) * counts.numel())
 
 
+class NegativeLogSumExp(torch.autograd.Function):
+    """[N] log Σ_{k unmasked} exp(<q_n, e_k> - log Q_k): the negatives' log-partition per row.
+
+    q: [N, D] (already / τ); emb: [K, D]; log_q: [K]; a candidate k is masked for row n when it
+    belongs to the same user (q_users[n] == pool_users[k]) or is the same item (an accidental hit).
+    Exact, but computed in row blocks of about `BLOCK_ELEMS` logits — forward and, recomputed,
+    backward — so the [N, K] matrix (SASRec: ~8k pairs x ~7k candidates) never exists whole and
+    its elementwise passes run in cache: ~1.7x faster forward + backward on a CPU than autograd
+    over the whole matrix, for one extra block matmul. Masked logits get the most negative finite
+    float, not -inf, so a row whose negatives are all masked still has finite gradients.
+    """
+
+    BLOCK_ELEMS = 2**18
+
+    @staticmethod
+    def _logits(
+        q: torch.Tensor,
+        emb: torch.Tensor,
+        log_q: torch.Tensor,
+        q_users: torch.Tensor,
+        pool_users: torch.Tensor,
+        q_ids: torch.Tensor,
+        pool_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        logits = torch.addmm(-log_q.unsqueeze(0), q, emb.T)  # (rows, K): the logQ step
+        masked = (q_users.unsqueeze(1) == pool_users.unsqueeze(0)) | (
+            q_ids.unsqueeze(1) == pool_ids.unsqueeze(0)
+        )
+        return logits.masked_fill_(masked, torch.finfo(logits.dtype).min)
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        q: torch.Tensor,
+        emb: torch.Tensor,
+        log_q: torch.Tensor,
+        q_users: torch.Tensor,
+        pool_users: torch.Tensor,
+        q_ids: torch.Tensor,
+        pool_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        rows = max(1, NegativeLogSumExp.BLOCK_ELEMS // max(1, emb.shape[0]))
+        lse = q.new_empty(q.shape[0])
+        for a in range(0, q.shape[0], rows):
+            block = NegativeLogSumExp._logits(
+                q[a : a + rows], emb, log_q, q_users[a : a + rows], pool_users,
+                q_ids[a : a + rows], pool_ids,
+            )  # fmt: skip
+            lse[a : a + rows] = torch.logsumexp(block, dim=1)
+        ctx.save_for_backward(q, emb, log_q, q_users, pool_users, q_ids, pool_ids, lse)
+        ctx.rows = rows
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, emb, log_q, q_users, pool_users, q_ids, pool_ids, lse = ctx.saved_tensors
+        grad_q, grad_emb = torch.empty_like(q), torch.zeros_like(emb)
+        for a in range(0, q.shape[0], ctx.rows):
+            b = slice(a, a + ctx.rows)
+            p = NegativeLogSumExp._logits(
+                q[b], emb, log_q, q_users[b], pool_users, q_ids[b], pool_ids
+            )
+            p.sub_(lse[b].unsqueeze(1)).exp_().mul_(grad[b].unsqueeze(1))  # softmax x upstream
+            grad_q[b] = p @ emb
+            grad_emb.addmm_(p.T, q[b])
+        return grad_q, grad_emb, None, None, None, None, None
+
+
 def sampled_softmax_loss(
     user_emb: torch.Tensor,
     positives: Candidates,
@@ -132,22 +200,17 @@ def sampled_softmax_loss(
         *(torch.cat([getattr(p, f) for p in pools]) for f in Candidates.__dataclass_fields__)
     )
 
-    # Every [N, K] pass counts (SASRec has ~64 pairs per sequence against a ~7k pool), so 1/τ is
-    # folded into the user side and -log Q into the matmul, and the positive joins through
-    # logaddexp instead of a concatenated copy. Masked negatives get the most negative finite
-    # float, not -inf, so a row whose negatives are all masked still has finite gradients.
+    # 1/τ is folded into the user side and the positive joins through logaddexp instead of a
+    # concatenated copy; the [N, K] negative logits never exist whole (`NegativeLogSumExp`).
     scaled = user_emb / temperature  # (N, D)
     pos_logit = (scaled * positives.emb).sum(-1)  # (N,)
+    neg_log_q = pool.log_q if config.logq else torch.zeros_like(pool.log_q)
     if config.logq:
-        pos_logit = pos_logit - positives.log_q
-        neg_logits = torch.addmm(-pool.log_q.unsqueeze(0), scaled, pool.emb.T)  # (N, K)
-    else:
-        neg_logits = scaled @ pool.emb.T  # (N, K)
-    masked = (positives.users.unsqueeze(1) == pool.users.unsqueeze(0)) | (
-        positives.ids.unsqueeze(1) == pool.ids.unsqueeze(0)
-    )
-    neg_logits.masked_fill_(masked, torch.finfo(neg_logits.dtype).min)  # (N, K), in place
-    per_pair = torch.logaddexp(pos_logit, torch.logsumexp(neg_logits, dim=1)) - pos_logit  # (N,)
+        pos_logit = pos_logit - positives.log_q  # the logQ correction, on the positive too
+    neg_lse = NegativeLogSumExp.apply(
+        scaled, pool.emb, neg_log_q, positives.users, pool.users, positives.ids, pool.ids
+    )  # (N,)
+    per_pair = torch.logaddexp(pos_logit, neg_lse) - pos_logit  # (N,)
     return (per_pair * embedding_weights(emb_key)).sum()
 
 
