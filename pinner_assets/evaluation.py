@@ -22,7 +22,7 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
 from model_core.features import FeatureConfig
-from model_core.metrics import evaluate_retrieval
+from model_core.metrics import evaluate_retrieval, index_positions
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import EMBEDDINGS_EAGER, REPORT_EAGER
 from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
@@ -124,7 +124,10 @@ def score_day(
     held = held.filter(pl.col("user_id").is_in(eval_ids))
     pos_user = np.searchsorted(held["user_id"].to_numpy(), positives["user_id"].to_numpy())
     pin_emb = embedding_matrix(pins)
-    pf = evaluate_retrieval(embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics)
+    in_index = index_positions(index, rows)  # a positive never counts against itself
+    pf = evaluate_retrieval(
+        embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics, in_index
+    )
 
     pop_counts = con.execute(
         f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "

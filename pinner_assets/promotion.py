@@ -20,7 +20,7 @@ from pydantic import Field
 from model_core.embed import embed_pins, embed_users
 from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
 from model_core.features import FeatureConfig
-from model_core.metrics import evaluate_retrieval
+from model_core.metrics import evaluate_retrieval, index_positions
 from model_core.model import PinnerFormer
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.resources import EvaluationSplit, PinnerStorage
@@ -126,7 +126,10 @@ def recall_on_slice(model: PinnerFormer, data: ValidationSlice) -> float:
     pin_emb = embed_pins(model, data.catalog.embeddings, data.catalog.pin_ids)
     rows = data.catalog.rows(pos["pin_id"].to_numpy())
     pos_user = np.searchsorted(users, pos["user_id"].to_numpy())
-    m = evaluate_retrieval(user_emb, pos_user, pin_emb[rows], pin_emb[data.index_rows])
+    in_index = index_positions(data.index_rows, rows)  # a positive never counts against itself
+    m = evaluate_retrieval(
+        user_emb, pos_user, pin_emb[rows], pin_emb[data.index_rows], None, in_index
+    )
     return float(m.recall_at_k)
 
 
