@@ -29,6 +29,7 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -244,20 +245,21 @@ def training_throughput(
     data_url = f"file://{work}/training_data"
     write_training_data(data_url, timelines, catalog, sketch)
     out = []
-    for world in (1, 2):
+    cores = os.cpu_count() or 1
+    for world, threads in ((1, cores), (1, 1), (2, max(1, cores // 2))):
         recipe = RecipeConfig(
             model=ModelConfig(features=features, max_len=MAX_LEN),
             sampler=SamplerConfig(max_len=MAX_LEN),
             loss=LossConfig(),
             train=TrainConfig(batch_size=64, steps=steps, device="cpu", log_every=steps),
         )
-        run = work / f"train_world{world}"
+        run = work / f"train_world{world}_threads{threads}"
         job = TrainJob(
             data_url, dataclasses.asdict(recipe), str(run / "ckpt.pt"), str(run / "output")
         )
         run.mkdir(parents=True)
         job.save(str(run / "job.json"))
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         t0 = time.perf_counter()
         subprocess.run(
             torchrun_command(world, str(run / "job.json")),
@@ -272,6 +274,7 @@ def training_throughput(
         out.append(
             {
                 "world_size": world,
+                "threads_per_rank": threads,
                 "train_users": timelines.n_users,
                 "sequences_per_s": total,
                 "sequences_per_s_per_rank": total / world,
@@ -421,15 +424,21 @@ def main() -> None:
         else []
     )
     print("\ntraining (torchrun + model_core.train_entry, gloo on CPU):")
-    print("| ranks | train users | sequences/s | sequences/s per rank | wall s incl. startup |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| ranks | threads per rank | train users | sequences/s | sequences/s per rank "
+        "| wall s incl. startup |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for t in train:
         print(
-            f"| {t['world_size']} | {t['train_users']:,} | {t['sequences_per_s']:.0f} | "
+            f"| {t['world_size']} | {t['threads_per_rank']} | {t['train_users']:,} | "
+            f"{t['sequences_per_s']:.0f} | "
             f"{t['sequences_per_s_per_rank']:.0f} | {t['wall_s_incl_startup']:.1f} |"
         )
     total = time.perf_counter() - t_start
-    print(f"\nbenchmark wall time {total:.0f}s; work dir {work}")
+    con.close()
+    shutil.rmtree(work)
+    print(f"\nbenchmark wall time {total:.0f}s")
     if args.out:
         Path(args.out).write_text(
             json.dumps(
