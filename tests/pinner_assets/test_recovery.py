@@ -111,9 +111,10 @@ def build(p: Pipeline, upto: int) -> None:
     p.run(["user_embeddings"], day(0), day(upto))
 
 
-@pytest.fixture
-def reference(tmp_path: Path) -> dict[str, dict[int, np.ndarray]]:
-    """The run that never saw the corruption."""
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, np.ndarray]]:
+    """The run that never saw the corruption (built once for the module's tests)."""
+    tmp_path = tmp_path_factory.mktemp("reference")
     source = write_world(tmp_path / "clean_files")
     (tmp_path / "clean_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "clean_home")) as instance:
