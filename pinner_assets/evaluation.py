@@ -22,7 +22,13 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.evaluation import baseline_metrics, is_eval_user, recent_mean
 from model_core.features import FeatureConfig
-from model_core.metrics import evaluate_retrieval, index_positions
+from model_core.metrics import (
+    evaluate_retrieval,
+    exact_topk,
+    index_positions,
+    positive_scores,
+    recall_at_k,
+)
 from model_core.timelines import PinCatalog, PositiveRule
 from pinner_assets.automation import EMBEDDINGS_EAGER, REPORT_EAGER
 from pinner_assets.embeddings import embedding_matrix, load_pin_embeddings
@@ -128,6 +134,7 @@ def score_day(
     pf = evaluate_retrieval(
         embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], topics, in_index
     )
+    curve = recall_curve(embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], in_index)
 
     pop_counts = con.execute(
         f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
@@ -160,7 +167,27 @@ def score_day(
         "eval_positives": pf.n_positives,
         "index_size": pf.index_size,
         "pinnerformer": keys(pf),
+        "pinnerformer_recall_at_k": curve,
         "baselines": {name: keys(m) for name, m in baselines.items()},
+    }
+
+
+RECALL_KS = (1, 5, 10, 20, 50, 100)
+
+
+def recall_curve(
+    user_vecs: np.ndarray,
+    pos_user: np.ndarray,
+    pos_vecs: np.ndarray,
+    index_vecs: np.ndarray,
+    in_index: np.ndarray,
+) -> dict[str, float]:
+    """Recall@k for every k in RECALL_KS from ONE exact top-(max k + 1) retrieval."""
+    scores, ids = exact_topk(user_vecs, index_vecs, max(RECALL_KS) + 1)
+    pos = positive_scores(user_vecs, pos_user, pos_vecs)
+    return {
+        str(k): float(np.nanmean(recall_at_k(pos_user, pos, scores, k, ids, in_index)))
+        for k in RECALL_KS
     }
 
 
@@ -252,6 +279,13 @@ def evaluation_report(
             "horizon_days_available": metrics.get("horizon_days_available", 0),
             "report": dg.MetadataValue.path(str(paths.html)),
             "recall_at_10_table": dg.MetadataValue.md(_recall_table(pf, base)),
+            "recall_vs_k": dg.MetadataValue.md(
+                "| k | recall@k |\n|---|---|\n"
+                + "\n".join(
+                    f"| {k} | {v:.4f} |"
+                    for k, v in (metrics.get("pinnerformer_recall_at_k") or {}).items()  # type: ignore[union-attr]
+                )
+            ),
         }
         if isinstance(pf, dict):
             meta.update({f"pinnerformer/{k}": v for k, v in pf.items()})

@@ -109,6 +109,10 @@ def test_evaluation_report_waits_for_its_labels_and_records_versions(pipeline: P
         assert 0 <= block["recall_at_10"] <= 1
     assert set(metrics["baselines"]) == {"popularity", "recent_mean"}
     assert (data_dir / "reports" / day(5) / "report.html").stat().st_size > 0
+    curve = metrics["pinnerformer_recall_at_k"]  # recall vs k, one retrieval
+    assert list(curve) == ["1", "5", "10", "20", "50", "100"]
+    assert list(curve.values()) == sorted(curve.values())
+    assert abs(curve["10"] - metrics["pinnerformer"]["recall_at_10"]) < 1e-9
     # per-partition metadata: each day shows its own numbers, not the range's
     by_day = {
         m.materialization.partition: m.materialization.metadata
