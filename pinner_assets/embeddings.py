@@ -175,6 +175,18 @@ def write_partition(
     kinds={"duckdb", "lancedb", "pytorch"},
     owners=["team:ml-platform"],
     code_version="user_embeddings-2",
+    metadata={
+        "partition_expr": "as_of",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("as_of", "DATE", description="partition"),
+                dg.TableColumn("user_id", "BIGINT"),
+                dg.TableColumn("embedding", "FLOAT[]", description="unit norm, D wide"),
+                dg.TableColumn("model_version", "VARCHAR", description="one per partition"),
+                dg.TableColumn("updated_on", "DATE", description="day last re-inferred"),
+            ]
+        ),
+    },
     retry_policy=LOCK_RETRY,
     automation_condition=EMBEDDINGS_EAGER,
 )
@@ -283,6 +295,17 @@ def publish_users(
     kinds={"duckdb", "pytorch"},
     owners=["team:ml-platform"],
     code_version="pin_embeddings-2",
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("pin_id", "BIGINT"),
+                dg.TableColumn("embedding", "FLOAT[]", description="unit norm"),
+                dg.TableColumn("topic", "INTEGER"),
+                dg.TableColumn("model_version", "VARCHAR", description="every version is kept"),
+                dg.TableColumn("as_of", "DATE"),
+            ]
+        )
+    },
     retry_policy=LOCK_RETRY,
     automation_condition=PIN_EAGER,
     check_specs=[

@@ -124,6 +124,20 @@ def missing_raw_days(con: duckdb.DuckDBPyConnection, day: datetime.date) -> list
     kinds={"duckdb"},
     owners=["team:data-platform"],
     code_version="user_timelines-2",
+    metadata={
+        "partition_expr": "as_of",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("as_of", "DATE", description="partition"),
+                dg.TableColumn("user_id", "BIGINT", description="active on the day"),
+                dg.TableColumn("ts", "TIMESTAMP[]", description="last M actions, oldest first"),
+                dg.TableColumn("pin_id", "BIGINT[]"),
+                dg.TableColumn("action_type", "VARCHAR[]"),
+                dg.TableColumn("surface", "VARCHAR[]"),
+                dg.TableColumn("duration_s", "DOUBLE[]"),
+            ]
+        ),
+    },
     automation_condition=DAILY_EAGER,
     retry_policy=LOCK_RETRY,
 )

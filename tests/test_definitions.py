@@ -91,6 +91,9 @@ def test_pools_tags_and_policies() -> None:
     training = graph.get(dg.AssetKey("training_timelines")).partition_mappings
     keys = training[dg.AssetKey("raw_actions")].partition_keys  # type: ignore[attr-defined]
     assert max(keys) == EvaluationSplit.from_env().train_end_date
+    for name in ("raw_actions", "user_timelines", "user_embeddings", "pin_embeddings"):
+        assert "dagster/column_schema" in assets[name].specs_by_key[dg.AssetKey(name)].metadata
+        assert assets[name].specs_by_key[dg.AssetKey(name)].owners, name
     # every check says what it checks
     for check in defs.resolve_asset_graph().asset_check_keys:
         spec = defs.resolve_asset_graph().get(check)
