@@ -19,6 +19,11 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +153,48 @@ def k8s_pod(
     )
 
 
+class CompleteLineMessageReader(dg.PipesFileMessageReader):
+    """Dagster's file reader tails the messages file with readline() and parses whatever it
+    gets, so under load it can read a message the worker is still writing (a partial JSON line
+    and an error in the reader thread); a worker killed mid-write leaves one too. This reader
+    parses a line only once its newline has arrived and drops a partial last line."""
+
+    def _reader_thread(self, handler: Any, is_resource_complete: threading.Event) -> None:
+        try:
+            with open(self._path, encoding="utf-8") as messages:
+                pending = ""
+                while True:
+                    piece = messages.readline()
+                    if piece:
+                        pending += piece
+                        if pending.endswith("\n"):
+                            handler.handle_message(json.loads(pending))
+                            pending = ""
+                    elif is_resource_complete.is_set():
+                        break
+                    else:
+                        time.sleep(0.01)
+        except Exception:
+            handler.report_pipes_framework_exception(
+                f"{self.__class__.__name__} reader thread", sys.exc_info()
+            )
+            raise
+
+
+class TempFileLineMessageReader(dg.PipesMessageReader):
+    """PipesTempFileMessageReader with complete-line parsing (CompleteLineMessageReader)."""
+
+    @contextmanager
+    def read_messages(self, handler: Any) -> Iterator[dict[str, Any]]:
+        with tempfile.TemporaryDirectory() as tempdir:
+            reader = CompleteLineMessageReader(os.path.join(tempdir, "messages"))
+            with reader.read_messages(handler) as params:
+                yield params
+
+    def no_messages_debug_text(self) -> str:
+        return "Attempted to read messages from a local temporary file."
+
+
 def _subprocess_env(nproc: int) -> dict[str, str]:
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
     return {"OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
@@ -181,9 +228,10 @@ def launch_training(
             base_pod_spec=k8s_pod_spec(compute, storage),
         )
     else:
-        invocation = dg.PipesSubprocessClient(env=_subprocess_env(n)).run(
-            context=context, command=torchrun_command(n, str(job_path))
+        client = dg.PipesSubprocessClient(
+            env=_subprocess_env(n), message_reader=TempFileLineMessageReader()
         )
+        invocation = client.run(context=context, command=torchrun_command(n, str(job_path)))
     reported: dict[str, Any] = {}
     for result in invocation.get_results():
         reported.update(getattr(result, "metadata", None) or {})

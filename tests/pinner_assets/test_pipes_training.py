@@ -12,7 +12,7 @@ import psutil
 import pytest
 import torch
 
-from pinner_assets.launch import k8s_pod, torchrun_command
+from pinner_assets.launch import CompleteLineMessageReader, k8s_pod, torchrun_command
 from pinner_assets.resources import ComputeResource, PinnerStorage
 from pinner_assets.training import load_latest_model
 from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day, make_resources
@@ -139,3 +139,37 @@ def test_k8s_pod_spec_requests_gpus_without_a_cluster(tmp_path: Path) -> None:
     assert {"name": "PINNER_DATA_DIR", "value": storage.data_dir} in [
         {"name": e.name, "value": e.value} for e in container.env
     ]
+
+
+class _Handler:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        self.errors: list[object] = []
+
+    def handle_message(self, message: dict) -> None:
+        self.messages.append(message)
+
+    def report_pipes_framework_exception(self, origin: str, exc_info: object) -> None:
+        self.errors.append(exc_info)
+
+
+def test_message_reader_waits_for_whole_lines(tmp_path: Path) -> None:
+    """Regression: Dagster's reader parsed a Pipes message the worker was still writing (a
+    JSONDecodeError in the reader thread under load); a killed worker leaves a partial line."""
+    path = tmp_path / "messages"
+    path.write_text("")
+    handler, done = _Handler(), threading.Event()
+    reader = CompleteLineMessageReader(str(path))
+    thread = threading.Thread(target=reader._reader_thread, args=(handler, done))
+    thread.start()
+    with path.open("a") as f:
+        f.write('{"method": "log", "par')
+        f.flush()
+        time.sleep(0.1)  # the reader sees the partial line here
+        f.write('ams": {"message": "step 1"}}\n{"method": "lo')  # then the rest, and a cut line
+        f.flush()
+        time.sleep(0.1)
+    done.set()
+    thread.join()
+    assert handler.errors == []
+    assert handler.messages == [{"method": "log", "params": {"message": "step 1"}}]
