@@ -180,7 +180,7 @@ def train(
     start = 0
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (-math.inf, 0, None)
     if checkpoint_path is not None and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         raw_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = int(state["step"])
