@@ -149,7 +149,7 @@ def run(job: TrainJob) -> Fitted | None:
             ckpt = Path(job.checkpoint)
             resumed = 0
             if ckpt.exists():
-                resumed = int(torch.load(ckpt, map_location="cpu", weights_only=False)["step"])
+                resumed = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
             log.info(
                 "rank %d/%d (%s): %d users read from %s in %.1fs%s",
                 rank,

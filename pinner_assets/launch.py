@@ -236,7 +236,7 @@ def launch_training(
     for result in invocation.get_results():
         reported.update(getattr(result, "metadata", None) or {})
     summary, train_result = load_result(job.output)
-    state = torch.load(Path(job.output) / "model.pt", map_location="cpu", weights_only=False)
+    state = torch.load(Path(job.output) / "model.pt", map_location="cpu", weights_only=True)
     model = PinnerFormer(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
     fitted = Fitted(
