@@ -65,15 +65,20 @@ def embed_pins(
 
 
 def user_item_vectors(
-    model: torch.nn.Module, history: Timelines, catalog: PinCatalog
+    model: torch.nn.Module,
+    history: Timelines,
+    catalog: PinCatalog,
+    device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Any scorer that ranks items by dot product: (users [U, D], items [N catalogue rows, D]).
 
-    PinnerFormer embeds through its two towers; other models (the reference SASRec) provide a
-    `vectors(history, catalog)` method.
+    PinnerFormer embeds through its two towers on `device` (None: where the model already is, so
+    a validation pass in the middle of GPU training never moves it); other models (the reference
+    SASRec) provide a `vectors(history, catalog)` method.
     """
     if isinstance(model, PinnerFormer):
-        users = embed_users(model, history, catalog)
-        return users, embed_pins(model, catalog.embeddings, catalog.pin_ids)
+        device = device or next(model.parameters()).device
+        users = embed_users(model, history, catalog, device=device)
+        return users, embed_pins(model, catalog.embeddings, catalog.pin_ids, device=device)
     vectors = cast(Callable[[Timelines, PinCatalog], tuple[np.ndarray, np.ndarray]], model.vectors)
     return vectors(history, catalog)

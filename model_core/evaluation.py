@@ -170,7 +170,7 @@ def model_metrics_by(
     """`model_metrics` per subset of the positives ([P] bool, None = all; e.g. one action type
     for Table 5), embedding users and pins once. Any dot-product scorer (`user_item_vectors`)."""
     es = eval_set
-    user_emb, pin_emb = user_item_vectors(model, es.history, catalog)
+    user_emb, pin_emb = user_item_vectors(model, es.history, catalog, device)
     out = {}
     for key, keep in subsets.items():
         keep = np.ones(len(es.positive_user), dtype=bool) if keep is None else keep
