@@ -11,7 +11,8 @@ it times, and samples the peak RSS of, the stages of the daily path exactly as t
 them:
 
 - ingest      replace_day(raw_actions) of the day (one transaction);
-- timelines   the DuckDB SQL of user_timelines (last M actions within the lookback) + its write;
+- timelines   write_user_timelines, as user_timelines runs it: the last M actions within the
+              lookback, INSERT … SELECT inside DuckDB per chunk of active users, one transaction;
 - inference   to_timelines + embed_users_sharded over S shards in worker processes;
 - merge       write_partition: the day's rows plus every other user carried over, one
               transaction.
@@ -60,14 +61,7 @@ from model_core.trainer import TrainConfig
 from model_core.training_data import user_shard, write_training_data
 from pinner_assets.embeddings import NO_LABELS, write_partition
 from pinner_assets.launch import torchrun_command
-from pinner_assets.timelines import (
-    LOOKBACK_DAYS,
-    MAX_LEN,
-    last_actions_sql,
-    load_catalog,
-    query_last_actions,
-    to_timelines,
-)
+from pinner_assets.timelines import MAX_LEN, load_catalog, to_timelines, write_user_timelines
 from pinner_assets.warehouse import ensure_tables, replace_day, to_naive_utc
 
 GB = 1024**3
@@ -196,32 +190,11 @@ def daily_stages(
     _, row["ingest_s"], row["ingest_gb"] = measure(ingest)
 
     def timelines() -> int:
-        active = f"SELECT DISTINCT user_id FROM raw_actions WHERE event_date = DATE '{day}'"
-        rows = query_last_actions(con, day, active, vocab)
-        replace_day(con, "user_timelines", "as_of", day, rows)
+        n_users = write_user_timelines(con, day, vocab)
         con.execute("CHECKPOINT")
-        return rows.height
+        return n_users
 
     row["active_users"], row["timelines_s"], row["timelines_gb"] = measure(timelines)
-
-    def timelines_in_duckdb() -> None:
-        """The same SQL written by INSERT … SELECT: no round trip through Python, so DuckDB
-        streams and spills instead of materialising every window in one frame."""
-        active = f"SELECT DISTINCT user_id FROM raw_actions WHERE event_date = DATE '{day}'"
-        params = {
-            "day": day,
-            "max_len": MAX_LEN,
-            "lookback": LOOKBACK_DAYS,
-            "action_types": list(vocab.action_types),
-            "surfaces": list(vocab.surfaces),
-        }
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM user_timelines WHERE as_of = ?", [day])
-        con.execute(f"INSERT INTO user_timelines {last_actions_sql(active)}", params)
-        con.execute("COMMIT")
-        con.execute("CHECKPOINT")
-
-    _, row["timelines_sql_s"], row["timelines_sql_gb"] = measure(timelines_in_duckdb)
 
     def inference() -> pl.DataFrame:
         rows = con.execute(
@@ -416,16 +389,15 @@ def main() -> None:
         )
     header = (
         "| active | users | actions | ingest s | timelines s | inference s | merge s | total s "
-        "| peak RSS GiB (ingest/timelines/inference/merge) | timelines in DuckDB s / GiB |"
+        "| peak RSS GiB (ingest/timelines/inference/merge) |"
     )
-    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [header, "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(
             f"| {r['fraction']:.0%} | {r['active_users']:,} | {r['actions']:,} | "
             f"{r['ingest_s']:.2f} | {r['timelines_s']:.2f} | {r['inference_s']:.2f} | "
             f"{r['merge_s']:.2f} | {r['total_s']:.2f} | {r['ingest_gb']:.1f} / "
-            f"{r['timelines_gb']:.1f} / {r['inference_gb']:.1f} / {r['merge_gb']:.1f} | "
-            f"{r['timelines_sql_s']:.2f} / {r['timelines_sql_gb']:.1f} |"
+            f"{r['timelines_gb']:.1f} / {r['inference_gb']:.1f} / {r['merge_gb']:.1f} |"
         )
     print("\n" + "\n".join(lines))
     fits = {

@@ -15,7 +15,14 @@ from model_core.timelines import PinCatalog, PositiveRule, Timelines
 from pinner_assets.automation import DAILY_EAGER
 from pinner_assets.partitions import daily_partitions
 from pinner_assets.resources import ActionSource, EvaluationSplit
-from pinner_assets.warehouse import LOCK_RETRY, ensure_tables, replace_day, stored_days, utc_now
+from pinner_assets.warehouse import (
+    LOCK_RETRY,
+    ensure_tables,
+    replace_ledger_row,
+    replacing_day,
+    stored_days,
+    utc_now,
+)
 
 MAX_LEN = 64  # M: the model's window; timelines keep exactly what inference reads
 # How far back a timeline looks. It is also the declared lineage (user_timelines[D] reads
@@ -25,6 +32,9 @@ LOOKBACK_DAYS = 56
 LOOKBACK = dg.TimeWindowPartitionMapping(
     start_offset=-(LOOKBACK_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
 )
+# Active users whose windows one query builds: user_timelines' memory is bounded by this, not by
+# the day's active users (one query over all of them peaked at ≈ 25 KiB per user, SCALING.md §2).
+CHUNK_USERS = 100_000
 
 
 def last_actions_sql(users: str) -> str:
@@ -63,15 +73,57 @@ def query_last_actions(
 ) -> pl.DataFrame:
     """`last_actions_sql` for `users`, keeping the action types and surfaces of `vocab`."""
     return con.execute(
-        last_actions_sql(users),
-        {
-            "day": day,
-            "max_len": max_len,
-            "lookback": lookback,
-            "action_types": list(vocab.action_types),
-            "surfaces": list(vocab.surfaces),
-        },
+        last_actions_sql(users), last_actions_params(day, vocab, max_len, lookback)
     ).pl()
+
+
+def last_actions_params(
+    day: datetime.date,
+    vocab: FeatureConfig,
+    max_len: int = MAX_LEN,
+    lookback: int = LOOKBACK_DAYS,
+) -> dict[str, object]:
+    """The bound parameters of `last_actions_sql`."""
+    return {
+        "day": day,
+        "max_len": max_len,
+        "lookback": lookback,
+        "action_types": list(vocab.action_types),
+        "surfaces": list(vocab.surfaces),
+    }
+
+
+def write_user_timelines(
+    con: duckdb.DuckDBPyConnection,
+    day: datetime.date,
+    vocab: FeatureConfig,
+    chunk_users: int = CHUNK_USERS,
+) -> int:
+    """Replace user_timelines[day] and its ledger row in one transaction with the windows of the
+    users active on `day`; returns their number.
+
+    The rows never come back to Python: `INSERT … SELECT` of `last_actions_sql`, once per chunk
+    of about `chunk_users` active users (a hash of user_id modulo the number of chunks), so one
+    chunk's windows are in memory at a time. The chunks split the users, not their rows: any
+    `chunk_users` writes the same rows.
+    """
+    with replacing_day(con, "user_timelines", "as_of", day):
+        row = con.execute(
+            "SELECT count(DISTINCT user_id) FROM raw_actions WHERE event_date = ?", [day]
+        ).fetchone()
+        chunks = max(1, -(-int(row[0] if row else 0) // chunk_users))
+        active = (
+            "SELECT DISTINCT user_id FROM raw_actions "
+            "WHERE event_date = $day AND hash(user_id) % $chunks = $chunk"
+        )
+        insert = f"INSERT INTO user_timelines BY NAME {last_actions_sql(active)}"
+        n_users = 0
+        for chunk in range(chunks):
+            params = {**last_actions_params(day, vocab), "chunks": chunks, "chunk": chunk}
+            inserted = con.execute(insert, params).fetchone()
+            n_users += int(inserted[0]) if inserted else 0
+        replace_ledger_row(con, "user_timeline_partitions", "as_of", day, [day, n_users, utc_now()])
+    return n_users
 
 
 def explode(rows: pl.DataFrame) -> pl.DataFrame:
@@ -146,7 +198,8 @@ def user_timelines(
 ) -> dg.MaterializeResult:
     """For the users active on the day: their last M actions (within LOOKBACK_DAYS) up to the
     end of the day, in the source's vocabulary. Refuses to build over a hole: every raw_actions
-    day of the window must be stored."""
+    day of the window must be stored. Written inside DuckDB, a chunk of active users at a time
+    (`write_user_timelines`): memory does not grow with the day's active users."""
     vocab = source.feature_config()
     with duckdb.get_connection() as con:
         ensure_tables(con)
@@ -161,19 +214,9 @@ def user_timelines(
                     "or ingest those days first; automation then rebuilds this day.",
                     allow_retries=False,
                 )
-            active = "SELECT DISTINCT user_id FROM raw_actions WHERE event_date = $day"
-            rows = query_last_actions(con, day, active, vocab)
-            replace_day(
-                con,
-                "user_timelines",
-                "as_of",
-                day,
-                rows,
-                ledger=("user_timeline_partitions", [day, rows.height, utc_now()]),
-            )
+            n_users = write_user_timelines(con, day, vocab)
             context.add_asset_metadata(
-                {"dagster/row_count": rows.height, "active_users": rows.height},
-                partition_key=key,
+                {"dagster/row_count": n_users, "active_users": n_users}, partition_key=key
             )
     return dg.MaterializeResult()
 

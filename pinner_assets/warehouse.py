@@ -64,6 +64,37 @@ def _identifier(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def replacing_day(
+    con: duckdb.DuckDBPyConnection, table: str, date_col: str, day: datetime.date
+) -> Iterator[None]:
+    """One transaction that deletes the rows of `day` in `table`; the body inserts the new
+    ones. Committed when the body returns, rolled back when it raises."""
+    ensure_tables(con)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {_identifier(table)} WHERE {_identifier(date_col)} = ?", [day])
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def replace_ledger_row(
+    con: duckdb.DuckDBPyConnection,
+    ledger: str,
+    date_col: str,
+    day: datetime.date,
+    row: Sequence[object],
+) -> None:
+    """The ledger's row for `day` (its first value the day); call it inside `replacing_day` so
+    the ledger names exactly the days whose rows are stored."""
+    name, date_col = _identifier(ledger), _identifier(date_col)
+    con.execute(f"DELETE FROM {name} WHERE {date_col} = ?", [day])
+    con.execute(f"INSERT INTO {name} VALUES ({', '.join('?' for _ in row)})", list(row))
+
+
 def replace_day(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -77,24 +108,13 @@ def replace_day(
     `ledger`: (ledger table, its row for `day`, first value the day) replaced in the SAME
     transaction, so the ledger names exactly the days whose rows are stored.
     """
-    ensure_tables(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        table, date_col = _identifier(table), _identifier(date_col)
-        con.execute(f"DELETE FROM {table} WHERE {date_col} = ?", [day])
+    with replacing_day(con, table, date_col, day):
         if df.height:
             con.register("_incoming", df.to_arrow())
-            con.execute(f"INSERT INTO {table} SELECT * FROM _incoming")
+            con.execute(f"INSERT INTO {_identifier(table)} SELECT * FROM _incoming")
             con.unregister("_incoming")
         if ledger is not None:
-            name, row = _identifier(ledger[0]), ledger[1]
-            con.execute(f"DELETE FROM {name} WHERE {date_col} = ?", [day])
-            marks = ", ".join("?" for _ in row)
-            con.execute(f"INSERT INTO {name} VALUES ({marks})", list(row))
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            replace_ledger_row(con, ledger[0], date_col, day, ledger[1])
 
 
 def to_naive_utc(df: pl.DataFrame, col: str = "ts") -> pl.DataFrame:
