@@ -22,6 +22,7 @@ import torch
 from model_core.embed import user_item_vectors
 from model_core.metrics import RetrievalMetrics, evaluate_retrieval, index_positions
 from model_core.model import PinnerFormer
+from model_core.seen import Seen
 from model_core.timelines import PinCatalog, Timelines
 
 K = TypeVar("K")
@@ -35,6 +36,10 @@ class EvalConfig:
     horizon_days: float = 14.0  # §4.1: positives in the 14 days after the split
     index_size: int = 1_000_000  # §4.1: 1M random pins; the whole catalogue when smaller
     seed: int = 0
+    # Leave the pins a user engaged with up to t out of their ranking (never a positive from its
+    # own count). Off by default: re-engaging a pin is a legitimate Pinterest outcome; on for
+    # logs where repeating an item is not the task (re-rating a film).
+    remove_seen: bool = False
 
 
 def is_eval_user(user_ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -60,6 +65,8 @@ class EvalSet:
     timelines: the same users' WHOLE timelines, both sides of t. Only for studies that update the
     embedding inside the horizon (Table 2, `model_core.inference_frequency`); everything else must
     read `history`.
+    seen: index positions each history user engaged with up to t, when `EvalConfig.remove_seen`
+    (left out of their rankings); None otherwise.
     """
 
     history: Timelines
@@ -70,6 +77,7 @@ class EvalSet:
     index_rows: np.ndarray
     split_ts: int
     timelines: Timelines
+    seen: Seen | None = None
 
 
 def build_eval_set(
@@ -99,6 +107,7 @@ def build_eval_set(
         index_rows=index_rows,
         split_ts=split_ts,
         timelines=held_out.select_users(users),
+        seen=Seen.of(history).in_index(index_rows) if cfg.remove_seen else None,
     )
 
 
@@ -145,6 +154,7 @@ def evaluate(
             es.index_rows,
             catalog,
             popularity,
+            es.seen,
         )
     )
     return results
@@ -181,6 +191,7 @@ def model_metrics_by(
             pin_emb[es.index_rows],
             catalog.topics[es.index_rows],
             index_positions(es.index_rows, es.positive_pin_row[keep]),
+            seen=es.seen,
         )
     return out
 
@@ -192,12 +203,13 @@ def baseline_metrics(
     index_rows: np.ndarray,
     catalog: PinCatalog,
     popularity: np.ndarray,
+    seen: Seen | None = None,
 ) -> dict[str, RetrievalMetrics]:
     """The two baselines on one evaluation set.
 
     recent:     [U, C] float32  each evaluated user's recent-content vector (`recent_mean`)
     popularity: [N] float       positive engagements per catalogue row, known at the split
-    positive_user / positive_pin_row / index_rows as in EvalSet.
+    positive_user / positive_pin_row / index_rows / seen as in EvalSet.
     """
     topics = catalog.topics[index_rows]
     pop = np.log1p(popularity).astype(np.float32)[:, None]  # (N, 1): one score per pin
@@ -208,9 +220,21 @@ def baseline_metrics(
     in_index = index_positions(index_rows, positive_pin_row)
     return {
         "popularity": evaluate_retrieval(
-            ones, positive_user, pop[positive_pin_row], pop[index_rows], topics, in_index
+            ones,
+            positive_user,
+            pop[positive_pin_row],
+            pop[index_rows],
+            topics,
+            in_index,
+            seen=seen,
         ),
         "recent_mean": evaluate_retrieval(
-            recent, positive_user, content[positive_pin_row], content[index_rows], topics, in_index
+            recent,
+            positive_user,
+            content[positive_pin_row],
+            content[index_rows],
+            topics,
+            in_index,
+            seen=seen,
         ),
     }

@@ -60,7 +60,8 @@ TABLES: dict[str, dict[str, Change]] = {
         f"{neg}{'+logq' if logq else ''}": _loss(negatives=neg, logq=logq)
         for neg in ("in_batch", "random", "mixed")
         for logq in (False, True)
-    },
+    }
+    | {"catalog": _loss(negatives="catalog")},  # beyond the paper: the exact softmax
     "features": {  # paper Table 6
         "all": _features(),
         "no_content": _features(use_content=False),

@@ -61,18 +61,24 @@ from model_core.experiment_tables import (
 )
 from model_core.inference_frequency import MODES, inference_frequency_metrics
 from model_core.item_ids import id_fields
-from model_core.leave_one_out import LeaveOneOut, Seen, full_ranks, leave_one_out
+from model_core.leave_one_out import LeaveOneOut, full_ranks, leave_one_out
+from model_core.loss import LossConfig
 from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_and_ndcg_per_user
 from model_core.model import ModelConfig
 from model_core.pinnersage import PinnerSageConfig, pinnersage_loo_ranks, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.sasrec import SASRecConfig, fit_sasrec
+from model_core.seen import Seen
 from model_core.timelines import Timelines
 from model_core.trainer import TrainConfig
 from model_core.validation import Split, leave_one_out_split, paper_split
 
 SMALL_LOG_ACTIONS = 1_000_000  # below this, dropout 0.2 (the SASRec setting for small logs)
+# Up to this many items the negatives are the whole catalogue (the exact softmax, one [N, K]
+# matmul a step: ~0.1 s on 2 CPU cores at 1k pairs x 1e5 items); beyond it, the paper's mixed
+# sampled pool with logQ.
+EXACT_SOFTMAX_MAX_ITEMS = 100_000
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,13 @@ class Budget:
 
 
 def base_recipe(
-    data: Data, seed: int, budget: Budget, item_ids: str = "auto", protocol: str = "paper"
+    data: Data,
+    seed: int,
+    budget: Budget,
+    item_ids: str = "auto",
+    protocol: str = "paper",
+    negatives: Literal["auto", "catalog", "mixed"] = "auto",
+    remove_seen: bool = False,
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -93,6 +105,9 @@ def base_recipe(
     are not limited in time except by the K-day variants (a Sports user reviews a handful of
     items over years, often several on one day)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
+    exact = negatives == "catalog" or (
+        negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
+    )
     loo = protocol == "leave_one_out"
     return RecipeConfig(
         model=ModelConfig(
@@ -110,7 +125,8 @@ def base_recipe(
             seed=seed,
             log_every=50,
         ),
-        eval=EvalConfig(seed=0),
+        loss=LossConfig(negatives="catalog" if exact else "mixed"),
+        eval=EvalConfig(seed=0, remove_seen=remove_seen),
     )
 
 
@@ -221,7 +237,13 @@ def paper_baselines(data: Data, es: EvalSet, train_tl: Timelines) -> list[dict[s
     popularity = popularity_counts(train_tl, len(data.catalog))
     recent = recent_mean(es.history, data.catalog, SamplerConfig().max_len)
     found = baseline_metrics(
-        recent, es.positive_user, es.positive_pin_row, es.index_rows, data.catalog, popularity
+        recent,
+        es.positive_user,
+        es.positive_pin_row,
+        es.index_rows,
+        data.catalog,
+        popularity,
+        es.seen,
     )
     found.update(
         pinnersage_metrics(
@@ -231,6 +253,7 @@ def paper_baselines(data: Data, es: EvalSet, train_tl: Timelines) -> list[dict[s
             es.positive_pin_row,
             es.index_rows,
             PinnerSageConfig(),
+            seen=es.seen,
         )
     )
     return [_paper_row("baselines", name, [m], [0], {}) for name, m in found.items()]
@@ -349,6 +372,8 @@ def run(
     item_ids: str = "auto",
     only: list[str] | None = None,
     item_engagement: Literal["positive", "all"] = "all",
+    negatives: Literal["auto", "catalog", "mixed"] = "auto",
+    remove_seen: bool = False,
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -364,7 +389,7 @@ def run(
     data = load(source, path, quick, protocol, item_engagement, **columns)
 
     def base(seed: int) -> RecipeConfig:
-        return base_recipe(data, seed, budget, item_ids, protocol)
+        return base_recipe(data, seed, budget, item_ids, protocol, negatives, remove_seen)
 
     rows: list[dict[str, Any]] = []
     if protocol == "paper":
@@ -389,6 +414,8 @@ def run(
         "protocol": protocol,
         "budget": dataclasses.asdict(budget),
         "item_ids": item_ids,
+        "negatives": base(seeds[0]).loss.negatives,
+        "remove_seen": remove_seen if protocol == "paper" else None,
         "item_engagement": item_engagement if source != "synthetic" else None,
         "split": datetime.datetime.fromtimestamp(data.split_ts, datetime.timezone.utc).isoformat()
         if protocol == "paper"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model_core.seen import Seen
 from model_core.timelines import Timelines
 
 
@@ -47,21 +48,6 @@ def leave_one_out(timelines: Timelines, min_positives: int = 2) -> LeaveOneOut:
     keep = users[owner] & (np.arange(len(owner)) < last_pos[owner])
     history = timelines.select_rows(keep)
     return LeaveOneOut(history=history, target_pin_row=timelines.pin_row[last_pos[users]])
-
-
-@dataclass(frozen=True)
-class Seen:
-    """Each user's distinct catalogue rows, CSR: user u saw rows[offsets[u]:offsets[u+1]]."""
-
-    offsets: np.ndarray  # [U+1] int64
-    rows: np.ndarray  # [S] int64
-
-    @classmethod
-    def of(cls, history: Timelines) -> Seen:
-        owner = np.repeat(np.arange(history.n_users), history.lengths)
-        pairs = np.unique(np.stack([owner, history.pin_row], axis=1), axis=0)  # sorted by owner
-        counts = np.bincount(pairs[:, 0], minlength=history.n_users)
-        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs[:, 1].copy())
 
 
 def full_ranks(

@@ -11,10 +11,15 @@ with s(u,v) = <u,v>/τ, τ learnable and clamped at >= 0.01. Negatives come from
   initialised — the paper's "negatives from all GPUs"), capped at `in_batch_cap`; Q(v) estimated
   from a count-min sketch of positive frequency (`model_core.sketch`);
 - "random": items drawn uniformly from the corpus; Q(v) = the uniform inclusion probability;
-- "mixed": both, merged into one pool.
+- "mixed": both, merged into one pool;
+- "catalog" (beyond the paper): every item of the catalogue, i.e. the exact softmax, so Q(v) = 1
+  and there is nothing to correct. The paper samples because Pinterest has billions of pins; a
+  catalogue of up to ~1e5 items costs one [N, K] matmul per step on a CPU, and the exact softmax is
+  the strongest public next-item recipe (SASRec with full cross-entropy, Klenitskiy & Vasilev 2023).
 
 Masking: a candidate is removed from a pair's negatives when it is a positive of the same user
-(the paper), or the very same item as the pair's positive (an "accidental hit").
+(the paper), or the very same item as the pair's positive (an "accidental hit"). With the
+catalogue as the pool, that is every item the pair's user has as a positive in the batch.
 
 Weighting (A.3, Fig. 5): each user embedding in the device's batch gets equal weight — a pair's loss
 is divided by the number of positives of its embedding, and by the number of embeddings.
@@ -33,14 +38,14 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-Negatives = Literal["in_batch", "random", "mixed"]
+Negatives = Literal["in_batch", "random", "mixed", "catalog"]
 LossKind = Literal["sampled_softmax", "bce"]
 
 
 @dataclass(frozen=True)
 class LossConfig:
     kind: LossKind = "sampled_softmax"  # Table 10: "bce" = SASRec's BCE with one random negative
-    negatives: Negatives = "mixed"  # Table 4: mixed is best in the paper
+    negatives: Negatives = "mixed"  # Table 4: mixed is best in the paper; "catalog" = exact
     logq: bool = True  # Table 4: logQ correction matters most for in-batch negatives
     n_random: int = 2048  # random negatives per step; the paper uses 8192 on GPUs
     in_batch_cap: int = 5000  # A.3: cap on the all-gathered in-batch pool
@@ -100,72 +105,100 @@ def embedding_weights(emb_key: torch.Tensor) -> torch.Tensor:
     return 1.0 / (counts[inverse].to(torch.float32) * counts.numel())
 
 
-class NegativeLogSumExp(torch.autograd.Function):
-    """[N] log Σ_{k unmasked} exp(<q_n, e_k> - log Q_k): the negatives' log-partition per row.
+class Exclusion:
+    """Which candidates leave each row's negatives, computed a block of rows at a time so that
+    the [N, K] mask never exists whole."""
 
-    q: [N, D] (already / τ); emb: [K, D]; log_q: [K]; a candidate k is masked for row n when it
-    belongs to the same user (q_users[n] == pool_users[k]) or is the same item (an accidental hit).
+    def rows(self, block: slice) -> torch.Tensor:  # [rows, K] bool, True = not a negative
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SameUserOrItem(Exclusion):
+    """Sampled pools: a candidate owned by the row's user, or the row's own positive item."""
+
+    q_users: torch.Tensor  # [N]
+    pool_users: torch.Tensor  # [K], -1 for random negatives
+    q_ids: torch.Tensor  # [N]
+    pool_ids: torch.Tensor  # [K]
+
+    def rows(self, block: slice) -> torch.Tensor:
+        return (self.q_users[block, None] == self.pool_users[None]) | (
+            self.q_ids[block, None] == self.pool_ids[None]
+        )
+
+
+@dataclass(frozen=True)
+class UserPositives(Exclusion):
+    """The catalogue as the pool: every item that is a positive of the row's user in the batch
+    (which includes the row's own positive)."""
+
+    row_user: torch.Tensor  # [N] index into `positive`
+    positive: torch.Tensor  # [G, K] bool: item k is a positive of batch user g
+
+    def rows(self, block: slice) -> torch.Tensor:
+        return self.positive[self.row_user[block]]
+
+
+class NegativeLogSumExp(torch.autograd.Function):
+    """[N] log Σ_{k not excluded} exp(<q_n, e_k> - log Q_k): the negatives' log-partition per row.
+
+    q: [N, D] (already / τ); emb: [K, D]; log_q: [K]; exclusion: an `Exclusion`.
     Exact, but computed in row blocks of about `BLOCK_ELEMS` logits — forward and, recomputed,
     backward — so the [N, K] matrix (SASRec: ~8k pairs x ~7k candidates) never exists whole and
     its elementwise passes run in cache: ~1.7x faster forward + backward on a CPU than autograd
-    over the whole matrix, for one extra block matmul. Masked logits get the most negative finite
-    float, not -inf, so a row whose negatives are all masked still has finite gradients.
+    over the whole matrix, for one extra block matmul. Excluded logits get the most negative
+    finite float, not -inf, so a row whose negatives are all excluded still has finite gradients.
     """
 
     BLOCK_ELEMS = 2**18
 
     @staticmethod
     def _logits(
-        q: torch.Tensor,
-        emb: torch.Tensor,
-        log_q: torch.Tensor,
-        q_users: torch.Tensor,
-        pool_users: torch.Tensor,
-        q_ids: torch.Tensor,
-        pool_ids: torch.Tensor,
+        q: torch.Tensor, emb: torch.Tensor, log_q: torch.Tensor, excluded: torch.Tensor
     ) -> torch.Tensor:
         logits = torch.addmm(-log_q.unsqueeze(0), q, emb.T)  # (rows, K): the logQ step
-        masked = (q_users.unsqueeze(1) == pool_users.unsqueeze(0)) | (
-            q_ids.unsqueeze(1) == pool_ids.unsqueeze(0)
-        )
-        return logits.masked_fill_(masked, torch.finfo(logits.dtype).min)
+        return logits.masked_fill_(excluded, torch.finfo(logits.dtype).min)
 
     @staticmethod
     def forward(
-        ctx: Any,
-        q: torch.Tensor,
-        emb: torch.Tensor,
-        log_q: torch.Tensor,
-        q_users: torch.Tensor,
-        pool_users: torch.Tensor,
-        q_ids: torch.Tensor,
-        pool_ids: torch.Tensor,
+        ctx: Any, q: torch.Tensor, emb: torch.Tensor, log_q: torch.Tensor, exclusion: Exclusion
     ) -> torch.Tensor:
         rows = max(1, NegativeLogSumExp.BLOCK_ELEMS // max(1, emb.shape[0]))
         lse = q.new_empty(q.shape[0])
         for a in range(0, q.shape[0], rows):
-            block = NegativeLogSumExp._logits(
-                q[a : a + rows], emb, log_q, q_users[a : a + rows], pool_users,
-                q_ids[a : a + rows], pool_ids,
-            )  # fmt: skip
-            lse[a : a + rows] = torch.logsumexp(block, dim=1)
-        ctx.save_for_backward(q, emb, log_q, q_users, pool_users, q_ids, pool_ids, lse)
-        ctx.rows = rows
+            b = slice(a, a + rows)
+            block = NegativeLogSumExp._logits(q[b], emb, log_q, exclusion.rows(b))
+            lse[b] = torch.logsumexp(block, dim=1)
+        ctx.save_for_backward(q, emb, log_q, lse)
+        ctx.rows, ctx.exclusion = rows, exclusion
         return lse
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        q, emb, log_q, q_users, pool_users, q_ids, pool_ids, lse = ctx.saved_tensors
+        q, emb, log_q, lse = ctx.saved_tensors
         grad_q, grad_emb = torch.empty_like(q), torch.zeros_like(emb)
         for a in range(0, q.shape[0], ctx.rows):
             b = slice(a, a + ctx.rows)
-            p = NegativeLogSumExp._logits(
-                q[b], emb, log_q, q_users[b], pool_users, q_ids[b], pool_ids
-            )
+            p = NegativeLogSumExp._logits(q[b], emb, log_q, ctx.exclusion.rows(b))
             p.sub_(lse[b].unsqueeze(1)).exp_().mul_(grad[b].unsqueeze(1))  # softmax x upstream
             grad_q[b] = p @ emb
             grad_emb.addmm_(p.T, q[b])
-        return grad_q, grad_emb, None, None, None, None, None
+        return grad_q, grad_emb, None, None
+
+
+def user_positives(positives: Candidates, catalog_ids: torch.Tensor) -> UserPositives:
+    """The exclusion for the catalogue pool: which catalogue items each batch user has as a
+    positive (`catalog_ids`: the pool's item ids, in pool order)."""
+    order = torch.argsort(catalog_ids)
+    col = order[torch.searchsorted(catalog_ids[order], positives.ids)]
+    assert bool((catalog_ids[col] == positives.ids).all()), "a positive is not in the catalogue"
+    _, row_user = torch.unique(positives.users, return_inverse=True)
+    positive = torch.zeros(
+        int(row_user.max()) + 1, len(catalog_ids), dtype=torch.bool, device=catalog_ids.device
+    )
+    positive[row_user, col] = True
+    return UserPositives(row_user, positive)
 
 
 def sampled_softmax_loss(
@@ -182,7 +215,8 @@ def sampled_softmax_loss(
     positives: N rows         the pair's positive; `users` is the pair's user (for masking)
     emb_key:   [N] int64      identifies the embedding a pair belongs to (for the weighting)
     temperature: scalar tensor, already clamped
-    random_negatives: K rows  uniformly sampled items (users = -1); needed unless in_batch only
+    random_negatives: K rows  uniformly sampled items (users = -1); needed unless in_batch only;
+                              with negatives="catalog", the whole catalogue (log_q ignored)
     Returns a scalar: Σ_pairs weight · (-log softmax of the positive).
     """
     N = user_emb.shape[0]
@@ -191,7 +225,7 @@ def sampled_softmax_loss(
     pools: list[Candidates] = []
     if config.negatives in ("in_batch", "mixed"):
         pools.append(gather_candidates(positives).head(config.in_batch_cap))
-    if config.negatives in ("random", "mixed"):
+    if config.negatives in ("random", "mixed", "catalog"):
         assert random_negatives is not None, (
             f"negatives={config.negatives!r} needs random negatives"
         )
@@ -204,12 +238,17 @@ def sampled_softmax_loss(
     # concatenated copy; the [N, K] negative logits never exist whole (`NegativeLogSumExp`).
     scaled = user_emb / temperature  # (N, D)
     pos_logit = (scaled * positives.emb).sum(-1)  # (N,)
-    neg_log_q = pool.log_q if config.logq else torch.zeros_like(pool.log_q)
-    if config.logq:
+    catalog = config.negatives == "catalog"
+    logq = config.logq and not catalog  # the exact softmax samples nothing: Q(v) = 1
+    neg_log_q = pool.log_q if logq else torch.zeros_like(pool.log_q)
+    if logq:
         pos_logit = pos_logit - positives.log_q  # the logQ correction, on the positive too
-    neg_lse = NegativeLogSumExp.apply(
-        scaled, pool.emb, neg_log_q, positives.users, pool.users, positives.ids, pool.ids
-    )  # (N,)
+    exclusion: Exclusion = (
+        user_positives(positives, pool.ids)
+        if catalog
+        else SameUserOrItem(positives.users, pool.users, positives.ids, pool.ids)
+    )
+    neg_lse = NegativeLogSumExp.apply(scaled, pool.emb, neg_log_q, exclusion)  # (N,)
     per_pair = torch.logaddexp(pos_logit, neg_lse) - pos_logit  # (N,)
     return (per_pair * embedding_weights(emb_key)).sum()
 

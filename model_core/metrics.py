@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model_core.seen import Seen
+
 
 @dataclass(frozen=True, eq=False)  # eq=False: the array field makes generated __eq__ ambiguous
 class RetrievalMetrics:
@@ -71,10 +73,12 @@ def exact_topk(
     query_chunk: int = 1024,
     index_chunk: int = 262_144,
     device: str | torch.device | None = None,
+    exclude: Seen | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by dot product, chunked over queries and index.
 
-    query_vecs: [Q, D] float32; index_vecs: [N, D] float32.
+    query_vecs: [Q, D] float32; index_vecs: [N, D] float32; exclude: index positions left out
+    of each query's ranking (CSR over the Q queries; their score becomes -inf).
     Returns ``(scores [Q, K] float32, ids [Q, K] int64)`` sorted by descending score, with
     ``K = min(k, N)``. Peak memory is one ``[query_chunk, index_chunk]`` score block.
     """
@@ -100,9 +104,16 @@ def exact_topk(
             ).to(dev)  # (Qc, D)
             best_s = torch.empty((q.shape[0], 0), dtype=torch.float32, device=dev)  # (Qc, <=K)
             best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=dev)
+            if exclude is not None:
+                span = slice(exclude.offsets[q0], exclude.offsets[q0 + q.shape[0]])
+                ex_q = torch.from_numpy(exclude.owner[span] - q0).to(dev)
+                ex_i = torch.from_numpy(exclude.rows[span]).to(dev)
             for i0 in range(0, n_idx, index_chunk):
                 block = index_t[i0 : i0 + index_chunk].to(dev)  # (Nc, D)
                 s = q @ block.T  # (Qc, Nc)
+                if exclude is not None:
+                    here = (ex_i >= i0) & (ex_i < i0 + s.shape[1])
+                    s[ex_q[here], ex_i[here] - i0] = -torch.inf
                 blk_s, blk_i = torch.topk(s, min(kk, s.shape[1]), dim=1)  # (Qc, <=K)
                 cand_s = torch.cat([best_s, blk_s], dim=1)  # (Qc, <=2K)
                 cand_i = torch.cat([best_i, blk_i + i0], dim=1)
@@ -276,6 +287,7 @@ def evaluate_retrieval(
     user_chunk: int = 1024,
     index_chunk: int = 262_144,
     device: str | torch.device | None = None,
+    seen: Seen | None = None,
 ) -> RetrievalMetrics:
     """Recall@k, P90 coverage@coverage_k and interest entropy@entropy_k (§4.1).
 
@@ -283,8 +295,11 @@ def evaluate_retrieval(
     positive_vecs: [P, D] float32; index_vecs: [N, D] float32; index_topics: [N] int64 (-1 =
     unknown) or None (entropy is then NaN); positive_index_pos: [P] int64 position of each
     positive in the index, -1 when absent (None: no positive is in the index), so that a positive
-    is never counted against itself. Only users with >= 1 positive are evaluated, for all
-    three metrics, so they describe one population. ``device`` defaults to CUDA when available.
+    is never counted against itself. seen: index positions each user (a row of user_vecs)
+    already interacted with, removed from that user's ranking — never a positive from its own
+    count, as the positive's score is compared with the OTHER pins. Only users with >= 1
+    positive are evaluated, for all three metrics, so they describe one population. ``device``
+    defaults to CUDA when available.
     """
     positive_user = np.asarray(positive_user, dtype=np.int64)
     if positive_user.ndim != 1 or positive_vecs.shape[0] != positive_user.shape[0]:
@@ -305,7 +320,10 @@ def evaluate_retrieval(
     local_user = local_user.reshape(-1)
 
     top_k = max(k + 1, coverage_k, entropy_k if index_topics is not None else 0)
-    top_s, top_i = exact_topk(user_vecs[users], index_vecs, top_k, user_chunk, index_chunk, device)
+    exclude = None if seen is None else seen.take(users)
+    top_s, top_i = exact_topk(
+        user_vecs[users], index_vecs, top_k, user_chunk, index_chunk, device, exclude
+    )
     pos_s = positive_scores(user_vecs, positive_user, positive_vecs, device=device)
     per_user = recall_at_k(local_user, pos_s, top_s, k, top_i, positive_index_pos)
 

@@ -69,15 +69,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model_core.leave_one_out import Seen
 from model_core.metrics import (
     RetrievalMetrics,
     exact_topk,
     hit_rate_and_ndcg_at_k,
+    index_positions,
     interest_entropy,
     p90_coverage,
     positive_scores,
 )
+from model_core.seen import Seen
 from model_core.timelines import PinCatalog, Timelines
 
 DAY_S = 86_400
@@ -315,11 +316,14 @@ def pinnersage_metrics(
     coverage_k: int = 10,
     entropy_k: int = 50,
     device: str | torch.device | None = None,
+    seen: Seen | None = None,
 ) -> dict[str, RetrievalMetrics]:
     """Recall@k, P90 coverage@coverage_k, interest entropy@entropy_k of PinnerSage (§4.1).
 
     Arguments as `model_core.evaluation.EvalSet`: positive_user [P] int64 rows into
-    history.user_ids; positive_pin_row [P] int64 and index_rows [N] int64 catalogue rows. Items
+    history.user_ids; positive_pin_row [P] int64 and index_rows [N] int64 catalogue rows; seen:
+    index positions left out of each user's rankings. A positive in the index never counts
+    against itself (as `model_core.metrics.recall_at_k`). Items
     are scored by their unit-norm catalogue content (as the recent_mean baseline). Only users
     with >= 1 positive are evaluated. Returns {"pinnersage_oracle", "pinnersage_round_robin"};
     the retrieval rules are in the module docstring; both report coverage and entropy of the
@@ -347,9 +351,10 @@ def pinnersage_metrics(
         raise ValueError("every evaluated user needs at least one action in history")
     n_eval, c, dim = vectors.shape
     content = _unit(catalog.embeddings.astype(np.float32))
-    top_k = min(max(k, coverage_k, entropy_k), n_index)
+    top_k = min(max(k + 1, coverage_k, entropy_k), n_index)
+    exclude = None if seen is None else seen.take(np.repeat(users, c))  # per (user, cluster)
     top_s, top_i = exact_topk(
-        vectors.reshape(-1, dim), content[index_rows], top_k, device=device
+        vectors.reshape(-1, dim), content[index_rows], top_k, device=device, exclude=exclude
     )  # (Ue * C, K)
     top_s, top_i = top_s.reshape(n_eval, c, top_k), top_i.reshape(n_eval, c, top_k)
     pos_s = positive_scores(
@@ -360,16 +365,17 @@ def pinnersage_metrics(
     ).reshape(-1, c)  # (P, C) s_c(P)
 
     u_valid = valid[local]  # (P, C)
-    if top_k >= k:  # r_c < k  <=>  the k-th best index score is below s_c(P)
-        cluster_hit = u_valid & (pos_s > top_s[local, :, k - 1])
-    else:  # fewer than k index pins: every rank is < k
-        cluster_hit = u_valid
+    # (P, C, K): the index pins other than P itself that score >= s_c(P) in cluster c's list
+    at_or_above = (top_s[local] >= pos_s[:, :, None]) & (
+        top_i[local] != index_positions(index_rows, positive_pin_row)[:, None, None]
+    )
+    cluster_hit = u_valid & (at_or_above[:, :, : k + 1].sum(axis=2) < k)  # r_c < k
     oracle_hit = cluster_hit.any(axis=1)
 
     blended, emit_time = round_robin(top_i, n_valid, top_k)  # (Ue, K), (Ue, C, K)
     position = _blended_position(
         cluster_hit,
-        top_s[local] >= pos_s[:, :, None],
+        at_or_above,
         emit_time[local],
         n_valid[local],
         n_index,

@@ -157,6 +157,11 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
             if ids == "none"
             else f"; items: content + learned ids (`{ids}`, beyond the paper)"
         )
+        split += (
+            "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
+            if res.get("negatives") == "catalog"
+            else "; negatives: the paper's mixed sampled pool with logQ"
+        )
         budget = res.get("budget", {})
         cap = f", at most {budget['max_minutes']} min" if budget.get("max_minutes") else ""
         lines += [

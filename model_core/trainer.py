@@ -200,7 +200,9 @@ def train(
     catalog_ids = torch.from_numpy(sampler.catalog.pin_ids).to(device)
     n_corpus = len(sampler.catalog)
     bce = loss_cfg.kind == "bce"
+    catalog = not bce and loss_cfg.negatives == "catalog"  # the pool is every item, every step
     n_random = loss_cfg.n_random if loss_cfg.negatives != "in_batch" else 0
+    n_random = n_corpus if catalog else n_random
     rand_log_q = uniform_log_count(max(1, n_random), n_corpus)
     deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     # Rank r draws the batches of "virtual step" step*world + r, so ranks never share a batch.
@@ -219,8 +221,12 @@ def train(
         pin_row = batch.pin_row.to(device)
         n_pos = len(pin_row)
         n_draw = n_pos if bce else n_random  # BCE: one negative per pair
-        rand_rows = torch.randint(n_corpus, (n_draw,), generator=g).to(device)
-        item_rows = torch.cat([pin_row, rand_rows])
+        if catalog:  # embed the catalogue once; the positives are rows of it
+            rand_rows = torch.arange(n_corpus, device=device)
+            item_rows = rand_rows
+        else:
+            rand_rows = torch.randint(n_corpus, (n_draw,), generator=g).to(device)
+            item_rows = torch.cat([pin_row, rand_rows])
         in_batch_size = min(loss_cfg.in_batch_cap, n_pos * world)
         pos_log_q = torch.from_numpy(
             sketch.expected_count_log(batch.pin_id.numpy(), max(1, in_batch_size))
@@ -234,11 +240,14 @@ def train(
                 catalog_ids[item_rows],
             )
         temperature = raw_model.temperature(loss_cfg.min_temperature)
+        pos_emb, rand_emb = (
+            (item_emb[pin_row], item_emb) if catalog else item_emb.split([n_pos, n_draw])
+        )
         positives = Candidates(
-            item_emb[:n_pos].float(), batch.pin_id.to(device), batch.user_id.to(device), pos_log_q
+            pos_emb.float(), batch.pin_id.to(device), batch.user_id.to(device), pos_log_q
         )
         random_negs = Candidates(
-            item_emb[n_pos:].float(),
+            rand_emb.float(),
             catalog_ids[rand_rows],
             torch.full((n_draw,), -1, dtype=torch.int64, device=device),
             torch.full((n_draw,), rand_log_q, device=device),

@@ -21,8 +21,9 @@ import numpy as np
 
 from model_core.embed import user_item_vectors
 from model_core.evaluation import EvalConfig, build_eval_set, is_eval_user
-from model_core.leave_one_out import Seen, full_ranks, leave_one_out
+from model_core.leave_one_out import full_ranks, leave_one_out
 from model_core.metrics import evaluate_retrieval, hit_and_ndcg_per_user, index_positions
+from model_core.seen import Seen
 from model_core.timelines import PinCatalog, Timelines
 
 Validate = Callable[[Any], float]

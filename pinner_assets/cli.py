@@ -164,6 +164,8 @@ def experiment(args: argparse.Namespace) -> None:
         item_ids=args.item_ids,
         only=args.variants.split(",") if args.variants else None,
         item_engagement=args.item_engagement,
+        negatives=args.negatives,
+        remove_seen=args.remove_seen,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -175,7 +177,8 @@ def experiment(args: argparse.Namespace) -> None:
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
-        f" --item-ids {args.item_ids} --item-engagement {args.item_engagement}{flags}"
+        f" --item-ids {args.item_ids} --item-engagement {args.item_engagement}"
+        f" --negatives {args.negatives}{flags}{' --remove-seen' if args.remove_seen else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
     write(result, Path(args.out))
@@ -252,6 +255,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="all",
         choices=["positive", "all"],
         help="real logs: build item co-engagement vectors from positives only or every action",
+    )
+    e.add_argument(
+        "--negatives",
+        default="auto",
+        choices=["auto", "catalog", "mixed"],
+        help="every PinnerFormer variant's negatives: catalog = the whole catalogue (the exact "
+        "softmax), mixed = the paper's in-batch + random pool with logQ; auto = catalog up to "
+        "100k items, mixed beyond",
+    )
+    e.add_argument(
+        "--remove-seen",
+        action="store_true",
+        help="paper protocol: leave each user's already-engaged pins out of their ranking "
+        "(leave-one-out always reports both)",
     )
     e.add_argument(
         "--quick",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_core.leave_one_out import Seen, full_ranks, leave_one_out
+from model_core.leave_one_out import full_ranks, leave_one_out
 from model_core.metrics import hit_rate_and_ndcg_at_k
+from model_core.seen import Seen
 from model_core.timelines import Timelines
 
 

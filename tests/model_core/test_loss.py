@@ -243,7 +243,7 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
 ) -> None:
     """The negatives' log-partition is computed in row blocks with a hand-written backward; it
     must equal plain autograd over the whole masked [N, K] matrix, across several blocks."""
-    from model_core.loss import NegativeLogSumExp
+    from model_core.loss import NegativeLogSumExp, SameUserOrItem
 
     monkeypatch.setattr(NegativeLogSumExp, "BLOCK_ELEMS", 3 * 11)  # 3 rows per block
     g = torch.Generator().manual_seed(0)
@@ -254,7 +254,8 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
     q_ids, pool_ids = torch.arange(10) % 5, torch.arange(11) % 6
     weights = torch.rand(10, generator=g)
 
-    got = NegativeLogSumExp.apply(q, emb, log_q, q_users, pool_users, q_ids, pool_ids)
+    exclusion = SameUserOrItem(q_users, pool_users, q_ids, pool_ids)
+    got = NegativeLogSumExp.apply(q, emb, log_q, exclusion)
     (got * weights).sum().backward()
     grads = q.grad.clone(), emb.grad.clone()
     q.grad, emb.grad = None, None
@@ -266,3 +267,42 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
     assert_close(got, want)
     assert_close(grads[0], q.grad)
     assert_close(grads[1], emb.grad)
+
+
+def test_catalog_negatives_are_the_exact_softmax_without_the_users_other_positives() -> None:
+    """negatives="catalog": each pair's softmax runs over the whole catalogue, minus the items
+    that are positives of the same user in the batch (the paper's mask), with no logQ."""
+    c = make_case(3)
+    rng = np.random.default_rng(3)
+    catalog_ids = np.array([12, 3, 7, 9, 10, 11, 13, 14, 20, 21])  # holds every positive
+    catalog = rng.normal(size=(len(catalog_ids), 5))
+    catalog /= np.linalg.norm(catalog, axis=1, keepdims=True)
+    row = {int(i): k for k, i in enumerate(catalog_ids)}
+    pos = catalog[[row[int(i)] for i in c["pos_ids"]]]
+    t = {k: torch.from_numpy(v) for k, v in c.items()}
+    positives = Candidates(
+        torch.from_numpy(pos).float(), t["pos_ids"], t["pos_users"], t["pos_logq"].float()
+    )
+    pool = Candidates(
+        torch.from_numpy(catalog).float(),
+        torch.from_numpy(catalog_ids),
+        torch.full((len(catalog_ids),), -1),
+        torch.full((len(catalog_ids),), 5.0),  # ignored: the exact softmax has Q = 1
+    )
+    tau = 0.2
+    got = sampled_softmax_loss(
+        t["u"].float(), positives, t["emb_key"], torch.tensor(tau),
+        LossConfig(negatives="catalog", logq=True), pool,
+    )  # fmt: skip
+
+    weights = embedding_weights(t["emb_key"]).numpy()
+    want = 0.0
+    for n in range(len(pos)):
+        own = {int(i) for i, u in zip(c["pos_ids"], c["pos_users"], strict=True)
+               if u == c["pos_users"][n]}  # fmt: skip
+        logits = [c["u"][n] @ pos[n] / tau] + [
+            c["u"][n] @ catalog[k] / tau for k, i in enumerate(catalog_ids) if int(i) not in own
+        ]
+        arr = np.array(logits)
+        want += weights[n] * (np.log(np.exp(arr - arr.max()).sum()) + arr.max() - arr[0])
+    assert_close(got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5)

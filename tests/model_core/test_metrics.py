@@ -13,6 +13,7 @@ from model_core.metrics import (
     evaluate_retrieval,
     exact_topk,
     hit_rate_and_ndcg_at_k,
+    index_positions,
     interest_entropy,
     p90_coverage,
     recall_at_k,
@@ -225,3 +226,38 @@ def test_recall_never_counts_a_positive_against_itself() -> None:
     # A positive outside the index with the same score as the tenth pin: ten pins >= it, a miss.
     m = evaluate_retrieval(user, np.array([0]), index[[tenth]], index)
     assert m.recall_at_k == 0.0
+
+
+def test_seen_pins_leave_each_users_ranking_but_a_positive_still_counts() -> None:
+    """evaluate_retrieval(seen=...) equals, user by user, recall on an index without that user's
+    seen pins — except that a seen pin which is itself a positive is still scored."""
+    from model_core.seen import Seen
+
+    rng = np.random.default_rng(4)
+    users, index, dim, k = 6, 40, 8, 5
+    u = rng.normal(size=(users, dim)).astype(np.float32)
+    x = rng.normal(size=(index, dim)).astype(np.float32)
+    positive_user = np.repeat(np.arange(users), 3)
+    positive_pos = rng.integers(0, index, size=len(positive_user))
+    seen_sets = [sorted(set(rng.integers(0, index, size=6).tolist()) | {int(positive_pos[3 * i])})
+                 for i in range(users)]  # fmt: skip  # each user saw their first positive
+    seen = Seen(
+        np.concatenate([[0], np.cumsum([len(s) for s in seen_sets])]),
+        np.concatenate([np.array(s) for s in seen_sets]),
+    )
+    got = evaluate_retrieval(
+        u, positive_user, x[positive_pos], x, None, positive_pos, k=k, seen=seen
+    ).per_user_recall
+    for i in range(users):
+        keep = np.setdiff1d(np.arange(index), seen_sets[i])
+        mine = positive_user == i
+        want = evaluate_retrieval(
+            u[i : i + 1],
+            np.zeros(mine.sum(), dtype=np.int64),
+            x[positive_pos[mine]],
+            x[keep],
+            None,
+            index_positions(keep, positive_pos[mine]),
+            k=k,
+        ).per_user_recall[0]
+        assert got[i] == pytest.approx(want)

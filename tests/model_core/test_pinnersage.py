@@ -11,7 +11,12 @@ import pytest
 
 from model_core.evaluation import EvalConfig, build_eval_set
 from model_core.leave_one_out import full_ranks
-from model_core.metrics import evaluate_retrieval, hit_rate_and_ndcg_at_k, interest_entropy
+from model_core.metrics import (
+    evaluate_retrieval,
+    hit_rate_and_ndcg_at_k,
+    index_positions,
+    interest_entropy,
+)
 from model_core.metrics import p90_coverage as p90
 from model_core.pinnersage import (
     PinnerSageConfig,
@@ -22,6 +27,7 @@ from model_core.pinnersage import (
     ward_labels,
 )
 from model_core.recipe import split_timestamp
+from model_core.seen import Seen
 from model_core.synthetic import WorldConfig
 from model_core.timelines import PinCatalog, Timelines
 
@@ -179,24 +185,24 @@ def test_hand_worked_two_cluster_recall_and_blend() -> None:
     #   15° (9): a ranks 2 items >= it (0°, 10°)  oracle hit; a's first turn >= 3 is t4: miss
     #   85° (10): b ranks 1 item >= it (90°)      oracle hit; b's first turn >= 2 is t3: miss
     #   45° (11): 4 items >= it under a and b     miss, miss
-    #   10° (1, IN the index): a ranks 2 items >= it, 0° and ITSELF (the metrics.py rule)
-    #            oracle hit; placed after its own copy (t2) at t4: miss
+    #   10° (1, IN the index): a ranks 1 OTHER item >= it (0°; never itself, the metrics.py
+    #            rule): oracle hit; a's first turn >= 1 is t2: 2 items ahead, round-robin hit
     positives = np.array([8, 9, 10, 11, 1])
     out = pinnersage_metrics(
         tl, catalog, np.zeros(5, np.int64), positives, index_rows, k=3, coverage_k=2, entropy_k=8
     )
     oracle, rr = out["pinnersage_oracle"], out["pinnersage_round_robin"]
     assert oracle.recall_at_k == pytest.approx(4 / 5)
-    assert rr.recall_at_k == pytest.approx(1 / 5)
+    assert rr.recall_at_k == pytest.approx(2 / 5)
     # Coverage and entropy come from the blend for both: top-2 = {0°, 90°} -> 2 of 8 pins;
     # top-8 = four topic-0 and four topic-1 pins -> ln 2.
     for m in (oracle, rr):
         assert m.p90_coverage_at_k == pytest.approx(2 / 8)
         assert m.interest_entropy_at_k == pytest.approx(math.log(2))
         assert (m.n_users, m.n_positives, m.index_size, m.k) == (1, 5, 8, 3)
-    # k = 4: 85° (3 items ahead) becomes a round-robin hit; 15° and 10° (4 ahead) do not.
+    # k = 4: 85° (3 items ahead) becomes a round-robin hit; 15° (4 ahead) does not.
     out4 = pinnersage_metrics(tl, catalog, np.zeros(5, np.int64), positives, index_rows, k=4)
-    assert out4["pinnersage_round_robin"].recall_at_k == pytest.approx(2 / 5)
+    assert out4["pinnersage_round_robin"].recall_at_k == pytest.approx(3 / 5)
     assert out4["pinnersage_oracle"].recall_at_k == pytest.approx(4 / 5)
 
 
@@ -370,6 +376,7 @@ def test_single_cluster_equals_single_embedding_retrieval_with_the_medoid() -> N
         content[positive_pin_row],
         content[index_rows],
         catalog.topics[index_rows],
+        index_positions(index_rows, positive_pin_row),
         k=5,
     )
     out = pinnersage_metrics(tl, catalog, positive_user, positive_pin_row, index_rows, cfg, k=5)
@@ -401,3 +408,19 @@ def test_oracle_bounds_round_robin_on_the_tiny_world(
     assert valid[:, 0].all()
     assert (valid[:, 1:] <= valid[:, :-1]).all()  # valid slots first
     np.testing.assert_allclose(np.linalg.norm(vectors[valid], axis=1), 1.0, rtol=1e-5)
+
+
+def test_seen_pins_leave_every_cluster_ranking() -> None:
+    """seen: pins the user engaged with leave the rankings. Removing 0° (the user's own recent
+    pin, index row 0) lifts 15° to 1 item ahead under a (10°) and 45° to 3 under b."""
+    catalog, tl, index_rows = two_interest_world()
+    positives = np.array([8, 9, 10, 11, 1])
+    seen = Seen(np.array([0, 1]), np.array([0]))  # user 0 saw index position 0 (0°)
+    out = pinnersage_metrics(
+        tl, catalog, np.zeros(5, np.int64), positives, index_rows, k=3, seen=seen
+    )
+    # a now ranks 10°, 20°, ...: 5° has 1 ahead... every positive but 45° is an oracle hit;
+    # 45° has 10°, 20°, 30° ahead under a (3, not < 3): still a miss.
+    assert out["pinnersage_oracle"].recall_at_k == pytest.approx(4 / 5)
+    unseen = pinnersage_metrics(tl, catalog, np.zeros(5, np.int64), positives, index_rows, k=3)
+    assert out["pinnersage_round_robin"].recall_at_k > unseen["pinnersage_round_robin"].recall_at_k
