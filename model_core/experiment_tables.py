@@ -53,6 +53,8 @@ TABLES: dict[str, dict[str, Change]] = {
         "next_action": _sampler(objective="next_action"),
         "sasrec": _sampler(objective="sasrec"),
         "all_action": _sampler(objective="all_action"),
+        # the base recipe's window: 28 days under the paper protocol, none under leave-one-out
+        "dense_all_action": _sampler(objective="dense_all_action"),
         "dense_all_action_k14": _sampler(objective="dense_all_action", window_days=14.0),
         "dense_all_action_k28": _sampler(objective="dense_all_action", window_days=28.0),
     },

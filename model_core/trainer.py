@@ -8,7 +8,10 @@ line with loss and throughput.
 Training to convergence: the run is `epochs` passes over the sampler's sequences (or `steps`),
 and when a `validate` callable is given (a metric on held-out data, higher is better) it is scored
 every `eval_every` steps (default: once per epoch); after `patience` scores without improvement
-the run stops and the best weights are restored. `max_minutes` caps the wall time.
+the run stops and the best weights are restored. `max_minutes` caps the wall time, and the
+learning-rate schedule then fits the cap: at every validation the schedule's length becomes the
+steps projected to fit before the deadline at the pace so far (never more than `epochs`), so a
+capped run still warms up, decays and ends at its floor instead of stopping at the peak rate.
 
 Under `torchrun` it trains with DDP: every rank draws its own batches (seeded by rank), in-batch
 negatives are all-gathered in the loss, only rank 0 logs and writes checkpoints; every rank scores
@@ -211,8 +214,9 @@ def train(
     last = n_steps if stop_after is None else min(n_steps, stop_after)
     step = start
     stop_reason = "schedule"
+    schedule = n_steps  # shortened to fit `max_minutes` (`fitted_schedule`)
     while step < last:
-        lr = lr_at(step, cfg, n_steps)
+        lr = lr_at(step, cfg, schedule)
         for group in opt.param_groups:
             group["lr"] = lr
         batch = sampler.batch(step * world + rank, cfg.batch_size)
@@ -317,6 +321,8 @@ def train(
             if (step - best[1]) >= cfg.patience * eval_every:
                 stop_reason = "early_stopping"
                 break
+            if deadline is not None:
+                schedule = fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps)
         if out_of_time:
             stop_reason = "max_minutes"
             break
@@ -342,6 +348,14 @@ def train(
     result.sequences_per_s = seqs / result.seconds if result.seconds > 0 and seqs else 0.0
     raw_model.eval()
     return result
+
+
+def fitted_schedule(step: int, start: int, elapsed: float, deadline: float, n_steps: int) -> int:
+    """The schedule length that ends at the deadline at the pace of the run so far (`elapsed`
+    seconds for `step - start` steps, validation included), at most `n_steps`."""
+    pace = (step - start) / max(elapsed, 1e-9)  # steps per second
+    projected = step + int(pace * max(0.0, deadline - time.monotonic()))
+    return max(step + 1, min(n_steps, projected))
 
 
 def _best_state(best: tuple[float, int, dict[str, torch.Tensor] | None]) -> dict[str, Any] | None:

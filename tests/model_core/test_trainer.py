@@ -161,3 +161,17 @@ def test_max_minutes_caps_the_run(tiny_timelines: Timelines, tiny_catalog: PinCa
     result = fit(tiny_timelines, tiny_catalog, cfg).result
     assert result.stop_reason == "max_minutes"
     assert result.steps == 1
+
+
+def test_a_capped_run_fits_its_schedule_to_the_deadline() -> None:
+    """Under max_minutes the cosine schedule ends at the projected last step, not at `epochs`."""
+    import time
+
+    from model_core.trainer import fitted_schedule
+
+    deadline = time.monotonic() + 10.0
+    # 100 steps in 5 s = 20 steps/s; ~10 s left -> ~200 more steps.
+    got = fitted_schedule(step=100, start=0, elapsed=5.0, deadline=deadline, n_steps=10_000)
+    assert 280 <= got <= 300
+    assert fitted_schedule(100, 0, 5.0, deadline, n_steps=150) == 150  # never past `epochs`
+    assert fitted_schedule(100, 0, 5.0, time.monotonic() - 1, 10_000) == 101  # out of time
