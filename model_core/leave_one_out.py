@@ -38,12 +38,19 @@ class LeaveOneOut:
     target_pin_row: np.ndarray
 
 
-def leave_one_out(timelines: Timelines, min_positives: int = 2) -> LeaveOneOut:
+def last_positive(timelines: Timelines) -> np.ndarray:
+    """[U] int64: the row of each user's last positive action, -1 for a user without one."""
     owner = np.repeat(np.arange(timelines.n_users), timelines.lengths)
     pos_rows = np.flatnonzero(timelines.positive)
-    n_pos = np.bincount(owner[pos_rows], minlength=timelines.n_users)
     last_pos = np.full(timelines.n_users, -1, dtype=np.int64)
     np.maximum.at(last_pos, owner[pos_rows], pos_rows)
+    return last_pos
+
+
+def leave_one_out(timelines: Timelines, min_positives: int = 2) -> LeaveOneOut:
+    owner = np.repeat(np.arange(timelines.n_users), timelines.lengths)
+    n_pos = np.bincount(owner[timelines.positive], minlength=timelines.n_users)
+    last_pos = last_positive(timelines)
     users = (n_pos >= min_positives) & (last_pos > timelines.offsets[:-1])  # needs a history
     keep = users[owner] & (np.arange(len(owner)) < last_pos[owner])
     history = timelines.select_rows(keep)

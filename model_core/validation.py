@@ -21,7 +21,7 @@ import numpy as np
 
 from model_core.embed import user_item_vectors
 from model_core.evaluation import EvalConfig, build_eval_set, is_eval_user
-from model_core.leave_one_out import full_ranks, leave_one_out
+from model_core.leave_one_out import full_ranks, last_positive, leave_one_out
 from model_core.metrics import evaluate_retrieval, hit_and_ndcg_per_user, index_positions
 from model_core.seen import Seen
 from model_core.timelines import PinCatalog, Timelines
@@ -63,9 +63,7 @@ def leave_one_out_split(
     owner = np.repeat(np.arange(history.n_users), history.lengths)
     cut = np.full(history.n_users, np.iinfo(np.int64).max)
     validated = np.isin(history.user_ids, val.history.user_ids)
-    last_pos = np.full(history.n_users, -1)
-    np.maximum.at(last_pos, owner[history.positive], np.flatnonzero(history.positive))
-    cut[validated] = last_pos[validated]
+    cut[validated] = last_positive(history)[validated]
     train = history.select_rows(np.arange(len(owner)) < cut[owner])
     return Split(train, validate, len(keep))
 
