@@ -188,8 +188,28 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SETTING = ("dataset", "protocol", "budget", "item_ids", "negatives", "remove_seen", "split")
+
+
+def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One section per setting: files run under the same log, protocol, budget and recipe
+    defaults (e.g. PinnerFormer in one file, the reference SASRecs in another) are merged; a
+    baseline scored in several of them is kept once."""
+    merged: dict[str, dict[str, Any]] = {}
+    for res in results:
+        key = json.dumps([res.get(k) for k in SETTING], sort_keys=True)
+        if key not in merged:
+            merged[key] = {**res, "rows": list(res["rows"])}
+            continue
+        have = {(r["table"], r["variant"], r.get("scored_on")) for r in merged[key]["rows"]}
+        merged[key]["rows"] += [
+            r for r in res["rows"] if (r["table"], r["variant"], r.get("scored_on")) not in have
+        ]
+    return list(merged.values())
+
+
 def render_files(paths: list[Path], out: Path, commands: list[str], notes: str = "") -> None:
-    results = [json.loads(p.read_text()) for p in sorted(paths)]
+    results = merge([json.loads(p.read_text()) for p in sorted(paths)])
     text = render(results, commands)
     if notes:
         text += "\n" + notes.strip() + "\n"

@@ -99,8 +99,10 @@ class ModelTraining(dg.Config):
     objective: Literal["next_action", "sasrec", "all_action", "dense_all_action"] = Field(
         default="dense_all_action", description="Training objective (paper §3.4, Table 3)."
     )
-    negatives: Literal["in_batch", "random", "mixed"] = Field(
-        default="mixed", description="Negative pool (paper §3.3, Table 4)."
+    negatives: Literal["in_batch", "random", "mixed", "catalog"] = Field(
+        default="mixed",
+        description="Negative pool (paper §3.3, Table 4). catalog = every pin, the exact "
+        "softmax (beyond the paper; one [pairs, pins] matmul a step, for catalogues up to ~1e5).",
     )
     logq: bool = Field(default=True, description="Apply the logQ correction to every logit.")
     steps: int = Field(default=1000, description="Optimizer steps.")

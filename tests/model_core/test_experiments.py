@@ -106,3 +106,25 @@ def test_peers_and_variant_filter() -> None:
         assert row["stop_reasons"]
         assert 0.0 <= row["ndcg_at_10"] <= 1.0
     assert res["validation_users"] > 0
+
+
+def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:
+    from model_core.results import merge
+
+    def result(rows: list[tuple[str, str]], budget: float = 5.0) -> dict:
+        return {
+            "dataset": "log",
+            "protocol": "leave_one_out",
+            "budget": {"max_minutes": budget},
+            "rows": [{"table": t, "variant": v} for t, v in rows],
+        }
+
+    pf = result([("baselines", "popularity"), ("objectives", "sasrec")])
+    peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")])
+    other_budget = result([("peers", "sasrec_reference")], budget=10.0)
+    merged = merge([pf, peers, other_budget])
+    assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
+        [("baselines", "popularity"), ("objectives", "sasrec"), ("peers", "sasrec_ce")],
+        [("peers", "sasrec_reference")],
+    ]
+    assert len(pf["rows"]) == 2  # the inputs are not changed
