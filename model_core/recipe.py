@@ -5,6 +5,7 @@ Shared by the `pinner` command and the Dagster assets, so both train and evaluat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +82,21 @@ def fit(
         f"embedding dim {catalog.embeddings.shape[1]}"
     )
     assert cfg.model.item_id_vocab in (0, len(catalog)), (
-        f"item_id_vocab {cfg.model.item_id_vocab} must be the catalogue size {len(catalog)}"
+        f"item_id_vocab {cfg.model.item_id_vocab} must be the catalogue size {len(catalog)} "
+        "(fit narrows it to the items the training data shows)"
     )
     sampler = SequenceSampler(train_tl, catalog, cfg.sampler, seed=cfg.train.seed)
     sketch = sketch if sketch is not None else label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
-    model = PinnerFormer(cfg.model, catalog.pin_ids if cfg.model.item_id_vocab else None)
+    vocab = None
+    if cfg.model.item_id_vocab:
+        # Only the items the training data shows get an id row; any other item keeps the zero
+        # row and is its content alone. A row it never trains would stay a random vector that
+        # the whole-catalogue softmax can only push down, burying every item new since training.
+        vocab = catalog.pin_ids[np.unique(train_tl.pin_row)]
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, item_id_vocab=len(vocab))
+        )
+    model = PinnerFormer(cfg.model, vocab)
     result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate)
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
@@ -175,3 +176,28 @@ def test_a_capped_run_fits_its_schedule_to_the_deadline() -> None:
     assert 280 <= got <= 300
     assert fitted_schedule(100, 0, 5.0, deadline, n_steps=150) == 150  # never past `epochs`
     assert fitted_schedule(100, 0, 5.0, time.monotonic() - 1, 10_000) == 101  # out of time
+
+
+def test_items_the_training_data_never_shows_are_their_content_alone(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """With learned ids, fit gives id rows only to items in the training timelines: an item
+    outside them (new since training, or only ever engaged by held-out users) reads the zero row,
+    so its embedding is the content tower's, not an untrained random vector."""
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=5)
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, item_id_vocab=len(tiny_catalog))
+    )
+    train_tl = tiny_timelines.select_rows(tiny_timelines.pin_row % 7 != 0)  # hide 1 item in 7
+    shown = np.unique(train_tl.pin_row)
+    unseen = np.setdiff1d(np.arange(len(tiny_catalog)), shown)
+    assert len(unseen) > 0
+    model = fit(train_tl, tiny_catalog, cfg).model
+    assert model.config.item_id_vocab == len(shown)
+    ids = torch.from_numpy(tiny_catalog.pin_ids)
+    table = model.pin_tower.item_ids
+    assert table is not None
+    with torch.no_grad():
+        vectors = table(ids)
+    assert torch.all(vectors[unseen] == 0)
+    assert torch.all(vectors[shown].abs().sum(dim=1) > 0)
