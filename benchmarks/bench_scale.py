@@ -61,7 +61,13 @@ from model_core.trainer import TrainConfig
 from model_core.training_data import user_shard, write_training_data
 from pinner_assets.embeddings import NO_LABELS, write_partition
 from pinner_assets.launch import torchrun_command
-from pinner_assets.timelines import MAX_LEN, load_catalog, to_timelines, write_user_timelines
+from pinner_assets.timelines import (
+    CHUNK_USERS,
+    MAX_LEN,
+    load_catalog,
+    to_timelines,
+    write_user_timelines,
+)
 from pinner_assets.warehouse import ensure_tables, replace_day, to_naive_utc
 
 GB = 1024**3
@@ -179,6 +185,7 @@ def daily_stages(
     day: datetime.date,
     actions: pl.DataFrame,
     shards: int,
+    chunk_users: int,
 ) -> dict[str, Any]:
     vocab = FeatureConfig(content_dim=catalog.embeddings.shape[1])
     row: dict[str, Any] = {"day": str(day), "actions": actions.height}
@@ -190,7 +197,7 @@ def daily_stages(
     _, row["ingest_s"], row["ingest_gb"] = measure(ingest)
 
     def timelines() -> int:
-        n_users = write_user_timelines(con, day, vocab)
+        n_users = write_user_timelines(con, day, vocab, chunk_users)
         con.execute("CHECKPOINT")
         return n_users
 
@@ -306,6 +313,12 @@ def main() -> None:
         "--train-users", type=int, default=20_000, help="0 skips the training measurement"
     )
     parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument(
+        "--chunk-users",
+        type=int,
+        default=CHUNK_USERS,
+        help="active users per user_timelines query (the asset's CHUNK_USERS by default)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each day up to 10%% active")
     parser.add_argument("--quick", action="store_true", help="20k users, 3 history days")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -373,7 +386,7 @@ def main() -> None:
         # each replaces the day), the median time and the largest peak are kept
         repeat = args.repeat if fraction <= 0.1 else 1
         runs = [
-            daily_stages(con, model, "bench", catalog, day, actions, args.shards)
+            daily_stages(con, model, "bench", catalog, day, actions, args.shards, args.chunk_users)
             for _ in range(repeat)
         ]
         row = {"fraction": fraction, "repeats": repeat, **runs[0]}
