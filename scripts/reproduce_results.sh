@@ -32,8 +32,11 @@ timed() {
 
 stream1() {
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --variants dense_all_action,sasrec \
+    --tables objectives --variants sasrec \
     --seeds 0,1,2 --max-minutes "$M" --out results/movielens_loo.json
+  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
+    --tables objectives --variants dense_all_action \
+    --seeds 0,1,2 --max-minutes "$M" --out results/movielens_loo_dense.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
     --tables peers --variants sasrec_reference,sasrec_ce \
     --seeds 0,1,2 --max-minutes "$M" --out results/movielens_loo_peers.json
