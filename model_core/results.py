@@ -162,6 +162,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
             if res.get("negatives") == "catalog"
             else "; negatives: the paper's mixed sampled pool with logQ"
         )
+        if res.get("remove_seen"):
+            split += "; each user's already-engaged pins removed from their ranking"
         budget = res.get("budget", {})
         cap = f", at most {budget['max_minutes']} min" if budget.get("max_minutes") else ""
         lines += [
