@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from model_core.seen import Seen
+if TYPE_CHECKING:  # seen.py builds on index_positions below
+    from model_core.seen import Seen
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: the array field makes generated __eq__ ambiguous
@@ -97,6 +99,8 @@ def exact_topk(
     out_scores = np.empty((n_q, kk), dtype=np.float32)
     out_ids = np.empty((n_q, kk), dtype=np.int64)
     index_t = torch.from_numpy(np.ascontiguousarray(index_vecs, dtype=np.float32))  # no copy
+    # [S] the query of each exclusion, computed once for every query chunk
+    exclude_owner = exclude.owner if exclude is not None else np.empty(0, dtype=np.int64)
     with torch.no_grad():
         for q0 in range(0, n_q, query_chunk):
             q = torch.from_numpy(
@@ -106,7 +110,7 @@ def exact_topk(
             best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=dev)
             if exclude is not None:
                 span = slice(exclude.offsets[q0], exclude.offsets[q0 + q.shape[0]])
-                ex_q = torch.from_numpy(exclude.owner[span] - q0).to(dev)
+                ex_q = torch.from_numpy(exclude_owner[span] - q0).to(dev)
                 ex_i = torch.from_numpy(exclude.rows[span]).to(dev)
             for i0 in range(0, n_idx, index_chunk):
                 block = index_t[i0 : i0 + index_chunk].to(dev)  # (Nc, D)

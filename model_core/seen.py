@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_core.metrics import index_positions
 from model_core.timelines import Timelines
 
 
@@ -42,10 +43,8 @@ class Seen:
     def in_index(self, index_rows: np.ndarray) -> Seen:
         """The same sets as positions in the sorted `index_rows` ([N] catalogue rows); items
         outside the index are dropped."""
-        if len(index_rows) == 0:
-            return Seen._from_pairs(self.owner[:0], self.rows[:0], len(self.offsets) - 1)
-        pos = np.minimum(np.searchsorted(index_rows, self.rows), len(index_rows) - 1)
-        keep = index_rows[pos] == self.rows
+        pos = index_positions(index_rows, self.rows)
+        keep = pos >= 0
         return Seen._from_pairs(self.owner[keep], pos[keep], len(self.offsets) - 1)
 
     def take(self, users: np.ndarray) -> Seen:

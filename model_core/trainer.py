@@ -226,11 +226,12 @@ def train(
         n_pos = len(pin_row)
         n_draw = n_pos if bce else n_random  # BCE: one negative per pair
         if catalog:  # embed the catalogue once; the positives are rows of it
-            rand_rows = torch.arange(n_corpus, device=device)
-            item_rows = rand_rows
+            item_content, item_ids, rand_ids = catalog_emb, catalog_ids, catalog_ids
         else:
             rand_rows = torch.randint(n_corpus, (n_draw,), generator=g).to(device)
             item_rows = torch.cat([pin_row, rand_rows])
+            item_content, item_ids = catalog_emb[item_rows], catalog_ids[item_rows]
+            rand_ids = catalog_ids[rand_rows]
         in_batch_size = min(loss_cfg.in_batch_cap, n_pos * world)
         pos_log_q = torch.from_numpy(
             sketch.expected_count_log(batch.pin_id.numpy(), max(1, in_batch_size))
@@ -240,8 +241,8 @@ def train(
                 seq,
                 batch.pair_b.to(device),
                 batch.pair_pos.to(device),
-                catalog_emb[item_rows],
-                catalog_ids[item_rows],
+                item_content,
+                item_ids,
             )
         temperature = raw_model.temperature(loss_cfg.min_temperature)
         pos_emb, rand_emb = (
@@ -252,7 +253,7 @@ def train(
         )
         random_negs = Candidates(
             rand_emb.float(),
-            catalog_ids[rand_rows],
+            rand_ids,
             torch.full((n_draw,), -1, dtype=torch.int64, device=device),
             torch.full((n_draw,), rand_log_q, device=device),
         )

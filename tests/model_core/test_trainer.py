@@ -201,3 +201,16 @@ def test_items_the_training_data_never_shows_are_their_content_alone(
         vectors = table(ids)
     assert torch.all(vectors[unseen] == 0)
     assert torch.all(vectors[shown].abs().sum(dim=1) > 0)
+
+
+def test_catalog_negatives_training_lowers_held_out_loss(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """negatives="catalog": the trainer embeds the whole catalogue each step as the pool."""
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=40)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, negatives="catalog"))
+    sampler = SequenceSampler(tiny_timelines, tiny_catalog, cfg.sampler, seed=1)
+    torch.manual_seed(0)
+    before = held_out_loss(PinnerFormer(cfg.model), sampler, cfg)
+    after = held_out_loss(fit(tiny_timelines, tiny_catalog, cfg).model, sampler, cfg)
+    assert after < before - 0.1, (before, after)
