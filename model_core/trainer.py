@@ -105,9 +105,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype:
+    """The matmul dtype per `TrainConfig.amp`: bf16 when autocast is on, else fp32."""
+    off = amp == "off" or (amp == "auto" and device.type != "cuda")
+    return torch.float32 if off else torch.bfloat16
+
+
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
     """bf16 autocast per `TrainConfig.amp`, or a no-op."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if amp_dtype(device, amp) == torch.float32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -270,6 +276,7 @@ def train(
                 temperature,
                 loss_cfg,
                 random_negs if n_random else None,
+                amp_dtype(device, cfg.amp),
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -243,7 +243,7 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
 ) -> None:
     """The negatives' log-partition is computed in row blocks with a hand-written backward; it
     must equal plain autograd over the whole masked [N, K] matrix, across several blocks."""
-    from model_core.loss import NegativeLogSumExp, SameUserOrItem
+    from model_core.loss import NegativeLogSumExp, same_user_or_item
 
     monkeypatch.setattr(NegativeLogSumExp, "BLOCK_ELEMS", 3 * 11)  # 3 rows per block
     g = torch.Generator().manual_seed(0)
@@ -254,7 +254,7 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
     q_ids, pool_ids = torch.arange(10) % 5, torch.arange(11) % 6
     weights = torch.rand(10, generator=g)
 
-    exclusion = SameUserOrItem(q_users, pool_users, q_ids, pool_ids)
+    exclusion = same_user_or_item(q_users, pool_users, q_ids, pool_ids)
     got = NegativeLogSumExp.apply(q, emb, log_q, exclusion)
     (got * weights).sum().backward()
     grads = q.grad.clone(), emb.grad.clone()
@@ -306,3 +306,30 @@ def test_catalog_negatives_are_the_exact_softmax_without_the_users_other_positiv
         arr = np.array(logits)
         want += weights[n] * (np.log(np.exp(arr - arr.max()).sum()) + arr.max() - arr[0])
     assert_close(got, torch.tensor(want, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_negative_matmuls_stay_close_to_fp32() -> None:
+    """Under autocast the negatives' logit matmuls run in bf16 while the softmax stays fp32: the
+    loss and its gradients must stay within bf16 rounding of the fp32 ones."""
+    g = torch.Generator().manual_seed(1)
+    u = torch.nn.functional.normalize(torch.randn(64, 16, generator=g), dim=1)
+    items = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1)
+    ids = torch.randint(0, 300, (64,), generator=g)
+    users = torch.arange(64) // 8
+    cfg = LossConfig(negatives="catalog")
+    grads = []
+    for dtype in (torch.float32, torch.bfloat16):
+        q, e = u.clone().requires_grad_(), items.clone().requires_grad_()
+        positives = Candidates(e[ids], ids, users, torch.zeros(64))
+        pool = Candidates(e, torch.arange(300), torch.full((300,), -1), torch.zeros(300))
+        loss = sampled_softmax_loss(
+            q, positives, torch.arange(64), torch.tensor(0.05), cfg, pool, dtype
+        )
+        loss.backward()
+        grads.append((loss.detach(), q.grad, e.grad))
+    (l32, gq32, ge32), (l16, gq16, ge16) = grads
+    assert gq16.dtype == torch.float32
+    assert ge16.dtype == torch.float32
+    assert_close(l16, l32, rtol=1e-2, atol=0)
+    for got, want in ((gq16, gq32), (ge16, ge32)):
+        assert (got - want).norm() < 0.05 * want.norm()
