@@ -32,6 +32,9 @@ class RecipeConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sketch_width: int = 2**16  # ε = e/w ≈ 4e-5 of all positives: far below a popular pin's share
     sketch_depth: int = 4  # δ = e^-4 ≈ 2% chance a key exceeds the bound
+    # The training pipeline's early stopping: this share of the training users is held out and
+    # scored (Recall@10 on their last 14 days, `validation.paper_split`) once an epoch; 0 = none.
+    validation_fraction: float = 0.0
 
 
 def split_timestamp(end_date: datetime.date, horizon_days: float) -> int:

@@ -31,8 +31,10 @@ import torch
 import torch.distributed as dist
 
 from model_core.recipe import Fitted, RecipeConfig, fit
+from model_core.timelines import PinCatalog, Timelines
 from model_core.trainer import TrainResult, save_checkpoint
 from model_core.training_data import read_training_data
+from model_core.validation import Validate, paper_split
 
 log = logging.getLogger("model_core.train_entry")
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"  # set by every Dagster Pipes client
@@ -137,6 +139,24 @@ def curve_markdown(history: list[dict[str, float]]) -> str:
     )
 
 
+def held_out(
+    timelines: Timelines, catalog: PinCatalog, cfg: RecipeConfig
+) -> tuple[Timelines, Validate | None]:
+    """The training users and the early-stopping metric (`cfg.validation_fraction` of the users
+    held out, scored on their last 14 days); every user and no metric when the fraction is 0 or
+    the timelines are too short to hold any positives out."""
+    if cfg.validation_fraction <= 0:
+        return timelines, None
+    end = int(timelines.ts.max()) + 1
+    try:
+        split = paper_split(timelines, catalog, end, fraction=cfg.validation_fraction)
+    except ValueError as exc:
+        log.warning("training without early stopping: %s", exc)
+        return timelines, None
+    log.info("early stopping on Recall@10 of %d held-out users", split.n_users)
+    return split.train, split.validate
+
+
 def run(job: TrainJob) -> Fitted | None:
     """Train one job; returns the fit on rank 0 (None on other ranks)."""
     cfg = recipe_from_dict(job.recipe)
@@ -160,9 +180,8 @@ def run(job: TrainJob) -> Fitted | None:
                 t_read,
                 f", resuming at step {resumed}" if resumed else "",
             )
-            fitted = fit(
-                data.timelines, data.catalog, cfg, checkpoint_path=ckpt, sketch=data.sketch
-            )
+            train_tl, validate = held_out(data.timelines, data.catalog, cfg)
+            fitted = fit(train_tl, data.catalog, cfg, ckpt, sketch=data.sketch, validate=validate)
             if rank != 0:
                 return None
             out = Path(job.output)
@@ -191,6 +210,14 @@ def run(job: TrainJob) -> Fitted | None:
                         "device": fitted.result.device,
                         "resumed_from_step": resumed,
                         "steps": fitted.result.steps,
+                        "stop_reason": fitted.result.stop_reason,
+                        # -1: no validation split (early stopping off, or too little data)
+                        "best_validation_recall_at_10": -1.0
+                        if fitted.result.best_score is None
+                        else fitted.result.best_score,
+                        "best_step": -1
+                        if fitted.result.best_step is None
+                        else fitted.result.best_step,
                         "final_loss": history[-1]["loss"] if history else float("nan"),
                         "sequences_per_s": fitted.result.sequences_per_s,
                         "sequences_per_s_per_rank": fitted.result.sequences_per_s / world,

@@ -105,7 +105,16 @@ class ModelTraining(dg.Config):
         "softmax (beyond the paper; one [pairs, pins] matmul a step, for catalogues up to ~1e5).",
     )
     logq: bool = Field(default=True, description="Apply the logQ correction to every logit.")
-    steps: int = Field(default=1000, description="Optimizer steps.")
+    steps: int = Field(
+        default=1000, description="Optimizer steps at most (the cosine schedule's length)."
+    )
+    early_stopping: bool = Field(
+        default=True,
+        description="Hold out 10% of the training users; score Recall@10 on their last 14 days "
+        "once an epoch, stop after `patience` epochs without improvement and keep the best "
+        "weights. Off: train all `steps` on every user.",
+    )
+    patience: int = Field(default=3, description="Epochs without improvement before stopping.")
     batch_size: int = Field(default=128, description="Sequences per step per device.")
     lr: float = Field(default=2e-3, description="Peak learning rate (warmup + cosine).")
     hidden: int = Field(default=64, description="Transformer width H.")
@@ -146,7 +155,9 @@ class ModelTraining(dg.Config):
                 seed=self.seed,
                 device=device,
                 log_every=max(1, self.steps // 20),
+                patience=self.patience,
             ),
+            validation_fraction=0.1 if self.early_stopping else 0.0,
         )
 
 

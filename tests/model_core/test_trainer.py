@@ -214,3 +214,24 @@ def test_catalog_negatives_training_lowers_held_out_loss(
     before = held_out_loss(PinnerFormer(cfg.model), sampler, cfg)
     after = held_out_loss(fit(tiny_timelines, tiny_catalog, cfg).model, sampler, cfg)
     assert after < before - 0.1, (before, after)
+
+
+def test_the_training_job_holds_users_out_for_early_stopping(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """train_entry's split: with a validation fraction the held-out users leave the training
+    timelines and a Recall@10 scores them; at 0 every user trains and nothing is scored."""
+    from model_core.train_entry import held_out
+
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=10)
+    everyone, none = held_out(tiny_timelines, tiny_catalog, cfg)
+    assert none is None
+    assert everyone is tiny_timelines
+    cfg = dataclasses.replace(cfg, validation_fraction=0.2)
+    train_tl, validate = held_out(tiny_timelines, tiny_catalog, cfg)
+    assert validate is not None
+    assert 0 < train_tl.n_users < tiny_timelines.n_users
+    assert not set(train_tl.user_ids) - set(tiny_timelines.user_ids)
+    fitted = fit(train_tl, tiny_catalog, cfg, validate=validate)
+    assert fitted.result.best_score is not None
+    assert 0.0 <= fitted.result.best_score <= 1.0
