@@ -101,7 +101,11 @@ def _train(r: dict[str, Any]) -> str:
     if "epochs" not in r:
         return "—"
     stops = "/".join(s.replace("_", " ") for s in r.get("stop_reasons", []))
-    return f"{r['train_seconds']:.0f} s, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}), {stops}"
+    cap = f" of {r['max_minutes']:g} min" if r.get("max_minutes") else ""
+    return (
+        f"{r['train_seconds']:.0f} s{cap}, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}), "
+        f"{stops}"
+    )
 
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -165,7 +169,14 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
         if res.get("remove_seen"):
             split += "; each user's already-engaged pins removed from their ranking"
         budget = res.get("budget", {})
-        cap = f", at most {budget['max_minutes']} min" if budget.get("max_minutes") else ""
+        caps = {r["max_minutes"] for r in res["rows"] if r.get("max_minutes")}
+        cap = (
+            f", at most {caps.pop():g} min per model and seed"
+            if len(caps) == 1
+            else ", within the wall-clock cap in its training column"
+            if caps
+            else ""
+        )
         lines += [
             "",
             f"## {res['dataset']} — protocol `{res['protocol']}`",
@@ -190,16 +201,23 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SETTING = ("dataset", "protocol", "budget", "item_ids", "negatives", "remove_seen", "split")
+SETTING = ("dataset", "protocol", "item_ids", "negatives", "remove_seen", "split")
 
 
 def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One section per setting: files run under the same log, protocol, budget and recipe
-    defaults (e.g. PinnerFormer in one file, the reference SASRecs in another) are merged; a
-    baseline scored in several of them is kept once."""
+    """One section per setting: files run under the same log, protocol, early-stopping rule
+    and recipe defaults (e.g. PinnerFormer in one file, the reference SASRecs in another) are
+    merged; a baseline scored in several of them is kept once. Each trained row keeps its own
+    file's wall-clock cap (`max_minutes`)."""
     merged: dict[str, dict[str, Any]] = {}
     for res in results:
-        key = json.dumps([res.get(k) for k in SETTING], sort_keys=True)
+        budget = dict(res.get("budget") or {})
+        cap = budget.pop("max_minutes", None)
+        res = {
+            **res,
+            "rows": [{"max_minutes": cap, **r} if "epochs" in r else r for r in res["rows"]],
+        }
+        key = json.dumps([res.get(k) for k in SETTING] + [budget], sort_keys=True)
         if key not in merged:
             merged[key] = {**res, "rows": list(res["rows"])}
             continue

@@ -109,22 +109,37 @@ def test_peers_and_variant_filter() -> None:
 
 
 def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:
-    from model_core.results import merge
+    """Files of one log and recipe merge whatever their wall-clock caps (each trained row keeps
+    its own); another early-stopping rule is another section."""
+    from model_core.results import merge, render
 
-    def result(rows: list[tuple[str, str]], budget: float = 5.0) -> dict:
+    def result(rows: list[tuple[str, str]], minutes: float = 5.0, patience: int = 5) -> dict:
+        trained = {"epochs": 3.0, "best_epoch": 2.0, "train_seconds": 60.0, "seeds": [0]}
         return {
             "dataset": "log",
             "protocol": "leave_one_out",
-            "budget": {"max_minutes": budget},
-            "rows": [{"table": t, "variant": v} for t, v in rows],
+            "users": 10,
+            "items": 5,
+            "actions": 50,
+            "budget": {"max_minutes": minutes, "patience": patience, "max_epochs": 50},
+            "rows": [
+                {"table": t, "variant": v, "seeds": [0], "eval_users": 10}
+                | (trained if t != "baselines" else {})
+                for t, v in rows
+            ],
         }
 
     pf = result([("baselines", "popularity"), ("objectives", "sasrec")])
-    peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")])
-    other_budget = result([("peers", "sasrec_reference")], budget=10.0)
-    merged = merge([pf, peers, other_budget])
+    peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")], minutes=25.0)
+    other_rule = result([("peers", "sasrec_reference")], patience=2)
+    merged = merge([pf, peers, other_rule])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
         [("baselines", "popularity"), ("objectives", "sasrec"), ("peers", "sasrec_ce")],
         [("peers", "sasrec_reference")],
     ]
+    assert [r.get("max_minutes") for r in merged[0]["rows"]] == [None, 5.0, 25.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
+    assert "max_minutes" not in pf["rows"][1]
+    text = render(merged[:1], [])
+    assert "60 s of 5 min" in text
+    assert "60 s of 25 min" in text
