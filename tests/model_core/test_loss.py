@@ -246,6 +246,7 @@ def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
     from model_core.loss import NegativeLogSumExp, same_user_or_item
 
     monkeypatch.setattr(NegativeLogSumExp, "BLOCK_ELEMS", 3 * 11)  # 3 rows per block
+    monkeypatch.setattr(NegativeLogSumExp, "MIN_ROWS", 1)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(10, 4, generator=g, requires_grad=True)
     emb = torch.randn(11, 4, generator=g, requires_grad=True)
