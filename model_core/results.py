@@ -168,6 +168,9 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
         )
         if res.get("remove_seen"):
             split += "; each user's already-engaged pins removed from their ranking"
+        codes = sorted({r["code"] for r in res["rows"] if r.get("code")})
+        if codes:
+            split += f"; code: {', '.join(codes)}"
         budget = res.get("budget", {})
         caps = {r["max_minutes"] for r in res["rows"] if r.get("max_minutes")}
         cap = (
@@ -215,7 +218,10 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cap = budget.pop("max_minutes", None)
         res = {
             **res,
-            "rows": [{"max_minutes": cap, **r} if "epochs" in r else r for r in res["rows"]],
+            "rows": [
+                {"max_minutes": cap, "code": res.get("code"), **r} if "epochs" in r else r
+                for r in res["rows"]
+            ],
         }
         key = json.dumps([res.get(k) for k in SETTING] + [budget], sort_keys=True)
         if key not in merged:

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import time
 import warnings
 from collections.abc import Sequence
@@ -181,8 +182,24 @@ def experiment(args: argparse.Namespace) -> None:
         f" --negatives {args.negatives}{flags}{' --remove-seen' if args.remove_seen else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
+    result["code"] = code_version()
     write(result, Path(args.out))
     print(f"wrote {args.out}: {len(result['rows'])} rows")
+
+
+def code_version() -> str:
+    """The commit the experiment ran (with "+changes" when the tree differs from it), or
+    "unknown" outside a git checkout: a result file says which code produced it."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*cmd: str) -> str:
+        out = subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -129,7 +129,7 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
             ],
         }
 
-    pf = result([("baselines", "popularity"), ("objectives", "sasrec")])
+    pf = result([("baselines", "popularity"), ("objectives", "sasrec")]) | {"code": "abc1234"}
     peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")], minutes=25.0)
     other_rule = result([("peers", "sasrec_reference")], patience=2)
     merged = merge([pf, peers, other_rule])
@@ -143,3 +143,4 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     text = render(merged[:1], [])
     assert "60 s of 5 min" in text
     assert "60 s of 25 min" in text
+    assert "code: abc1234" in text  # the commit that produced the rows
