@@ -101,10 +101,12 @@ def _train(r: dict[str, Any]) -> str:
     if "epochs" not in r:
         return "—"
     stops = "/".join(s.replace("_", " ") for s in r.get("stop_reasons", []))
-    cap = f" of {r['max_minutes']:g} min" if r.get("max_minutes") else ""
+    budget = r.get("budget") or {}
+    cap = f" of {budget['max_minutes']:g} min" if budget.get("max_minutes") else ""
+    patience = f", patience {budget['patience']}" if budget.get("patience") else ""
     return (
         f"{r['train_seconds']:.0f} s{cap}, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}), "
-        f"{stops}"
+        f"{stops}{patience}"
     )
 
 
@@ -171,24 +173,16 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
         codes = sorted({r["code"] for r in res["rows"] if r.get("code")})
         if codes:
             split += f"; code: {', '.join(codes)}"
-        budget = res.get("budget", {})
-        caps = {r["max_minutes"] for r in res["rows"] if r.get("max_minutes")}
-        cap = (
-            f", at most {caps.pop():g} min per model and seed"
-            if len(caps) == 1
-            else ", within the wall-clock cap in its training column"
-            if caps
-            else ""
-        )
         lines += [
             "",
             f"## {res['dataset']} — protocol `{res['protocol']}`",
             "",
             f"{res['users']} users, {res['items']} items, {res['actions']} actions; every model "
             f"trained against a validation split ({res.get('validation_users', 0)} validation "
-            f"users; early stopping after {budget.get('patience')} epochs without improvement, "
-            f"at most {budget.get('max_epochs')} epochs{cap}; a row that stopped on `max "
-            f"minutes` did not converge){split}.",
+            "users; early stopping with the best weights restored; each row's training column "
+            "gives its wall-clock cap per seed and its patience — validation epochs without "
+            "improvement, x4 for the reference SASRecs, whose epochs are a quarter of "
+            f"PinnerFormer's; a row that stopped on `max minutes` did not converge){split}.",
         ]
         tables: dict[str, list[dict[str, Any]]] = {}
         for row in res["rows"]:
@@ -208,22 +202,20 @@ SETTING = ("dataset", "protocol", "item_ids", "negatives", "remove_seen", "split
 
 
 def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One section per setting: files run under the same log, protocol, early-stopping rule
-    and recipe defaults (e.g. PinnerFormer in one file, the reference SASRecs in another) are
-    merged; a baseline scored in several of them is kept once. Each trained row keeps its own
-    file's wall-clock cap (`max_minutes`)."""
+    """One section per setting: files run under the same log, protocol and recipe defaults
+    (e.g. PinnerFormer in one file, the reference SASRecs in another) are merged; a baseline
+    scored in several of them is kept once. Each trained row keeps its own file's budget (cap,
+    patience) and code."""
     merged: dict[str, dict[str, Any]] = {}
     for res in results:
-        budget = dict(res.get("budget") or {})
-        cap = budget.pop("max_minutes", None)
         res = {
             **res,
             "rows": [
-                {"max_minutes": cap, "code": res.get("code"), **r} if "epochs" in r else r
+                {"budget": res.get("budget"), "code": res.get("code"), **r} if "epochs" in r else r
                 for r in res["rows"]
             ],
         }
-        key = json.dumps([res.get(k) for k in SETTING] + [budget], sort_keys=True)
+        key = json.dumps([res.get(k) for k in SETTING], sort_keys=True)
         if key not in merged:
             merged[key] = {**res, "rows": list(res["rows"])}
             continue

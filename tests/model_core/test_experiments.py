@@ -109,11 +109,13 @@ def test_peers_and_variant_filter() -> None:
 
 
 def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:
-    """Files of one log and recipe merge whatever their wall-clock caps (each trained row keeps
-    its own); another early-stopping rule is another section."""
+    """Files of one log and recipe merge whatever their budgets (each trained row keeps its own
+    cap and patience); another recipe default is another section."""
     from model_core.results import merge, render
 
-    def result(rows: list[tuple[str, str]], minutes: float = 5.0, patience: int = 5) -> dict:
+    def result(
+        rows: list[tuple[str, str]], minutes: float = 5.0, patience: int = 5, ids: str = "auto"
+    ) -> dict:
         trained = {"epochs": 3.0, "best_epoch": 2.0, "train_seconds": 60.0, "seeds": [0]}
         return {
             "dataset": "log",
@@ -121,6 +123,7 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
             "users": 10,
             "items": 5,
             "actions": 50,
+            "item_ids": ids,
             "budget": {"max_minutes": minutes, "patience": patience, "max_epochs": 50},
             "rows": [
                 {"table": t, "variant": v, "seeds": [0], "eval_users": 10}
@@ -131,16 +134,24 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
 
     pf = result([("baselines", "popularity"), ("objectives", "sasrec")]) | {"code": "abc1234"}
     peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")], minutes=25.0)
-    other_rule = result([("peers", "sasrec_reference")], patience=2)
-    merged = merge([pf, peers, other_rule])
+    longer = result([("peers", "sasrec_reference")], patience=10)
+    content_only = result([("objectives", "sasrec")], ids="none")
+    merged = merge([pf, peers, longer, content_only])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
-        [("baselines", "popularity"), ("objectives", "sasrec"), ("peers", "sasrec_ce")],
-        [("peers", "sasrec_reference")],
+        [
+            ("baselines", "popularity"),
+            ("objectives", "sasrec"),
+            ("peers", "sasrec_ce"),
+            ("peers", "sasrec_reference"),
+        ],
+        [("objectives", "sasrec")],
     ]
-    assert [r.get("max_minutes") for r in merged[0]["rows"]] == [None, 5.0, 25.0]
+    caps = [(r.get("budget") or {}).get("max_minutes") for r in merged[0]["rows"]]
+    assert caps == [None, 5.0, 25.0, 5.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
-    assert "max_minutes" not in pf["rows"][1]
+    assert "budget" not in pf["rows"][1]
     text = render(merged[:1], [])
     assert "60 s of 5 min" in text
     assert "60 s of 25 min" in text
+    assert "patience 10" in text
     assert "code: abc1234" in text  # the commit that produced the rows
