@@ -112,7 +112,8 @@ class ModelTraining(dg.Config):
         default=True,
         description="Hold out 10% of the training users; score Recall@10 on their last 14 days "
         "once an epoch, stop after `patience` epochs without improvement and keep the best "
-        "weights. Off: train all `steps` on every user.",
+        "weights (only when at least 500 held-out users have positives to score: fewer "
+        "measure too coarsely). Off: train all `steps` on every user.",
     )
     patience: int = Field(default=3, description="Epochs without improvement before stopping.")
     batch_size: int = Field(default=128, description="Sequences per step per device.")

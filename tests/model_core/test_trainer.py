@@ -220,7 +220,8 @@ def test_the_training_job_holds_users_out_for_early_stopping(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
     """train_entry's split: with a validation fraction the held-out users leave the training
-    timelines and a Recall@10 scores them; at 0 every user trains and nothing is scored."""
+    timelines and a Recall@10 scores them; at 0, or with too few users to score, every user
+    trains and nothing is scored."""
     from model_core.train_entry import held_out
 
     cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=10)
@@ -228,7 +229,10 @@ def test_the_training_job_holds_users_out_for_early_stopping(
     assert none is None
     assert everyone is tiny_timelines
     cfg = dataclasses.replace(cfg, validation_fraction=0.2)
-    train_tl, validate = held_out(tiny_timelines, tiny_catalog, cfg)
+    too_few, nothing = held_out(tiny_timelines, tiny_catalog, cfg)  # a handful of users
+    assert nothing is None
+    assert too_few is tiny_timelines
+    train_tl, validate = held_out(tiny_timelines, tiny_catalog, cfg, min_users=1)
     assert validate is not None
     assert 0 < train_tl.n_users < tiny_timelines.n_users
     assert not set(train_tl.user_ids) - set(tiny_timelines.user_ids)
