@@ -65,6 +65,7 @@ from model_core.leave_one_out import LeaveOneOut, full_ranks, leave_one_out
 from model_core.loss import LossConfig
 from model_core.metrics import RetrievalMetrics, bootstrap_ci, hit_and_ndcg_per_user
 from model_core.model import ModelConfig
+from model_core.paired import encode_ranks
 from model_core.pinnersage import PinnerSageConfig, pinnersage_loo_ranks, pinnersage_metrics
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
@@ -345,7 +346,7 @@ def _loo_row(
 ) -> dict[str, Any]:
     """One row from each seed's [U] ranks, seen items removed ("") and unfiltered: seed means,
     seed spread, and 95% bootstrap intervals over users of the per-user hit / NDCG averaged over
-    seeds."""
+    seeds; each seed's seen-removed ranks, capped at 10, for paired comparisons (`paired`)."""
     row: dict[str, Any] = {"table": table, "variant": variant}
     for suffix, per in ranks.items():
         per_seed = [hit_and_ndcg_per_user(r) for r in per]
@@ -357,6 +358,7 @@ def _loo_row(
             )
             row[f"{metric}{suffix}_seed_std"] = float(np.std(values))
     row.update({"seeds": seeds, "eval_users": int(len(ranks[""][0])), **stats})
+    row["top10_ranks"] = [encode_ranks(r) for r in ranks[""]]  # for paired comparisons
     return row
 
 

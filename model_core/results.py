@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from model_core.paired import per_user_ndcg, ratio_ci
 from model_core.paper_figures import paper_recall
 
 PAPER_TABLES = {
@@ -133,6 +134,32 @@ def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _paired_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Each PinnerFormer row's NDCG@10 divided by each reference SASRec's, on the same users,
+    with a paired bootstrap interval; empty when the rows carry no per-user ranks."""
+    ranked = [r for r in rows if r.get("top10_ranks")]
+    ours = [r for r in ranked if r["table"] not in ("peers", "baselines")]
+    peers = [r for r in ranked if r["table"] == "peers"]
+    pairs = [(a, b) for a in ours for b in peers if a["eval_users"] == b["eval_users"]]
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "### Paired: PinnerFormer over each reference SASRec",
+        "",
+        "NDCG@10 (seen removed) of the row over the reference's, on the same users: a bootstrap "
+        "over users resampled jointly, of the per-user NDCG averaged over seeds. Narrower than "
+        "comparing the two rows' own intervals, because both models meet the same users.",
+        "",
+        "| PinnerFormer | reference | ratio [95% paired CI] |",
+        "|---|---|---|",
+    ]
+    for a, b in pairs:
+        ratio, lo, hi = ratio_ci(per_user_ndcg(a["top10_ranks"]), per_user_ndcg(b["top10_ranks"]))
+        lines.append(f"| {a['variant']} | {b['variant']} | {ratio:.2f} [{lo:.2f}, {hi:.2f}] |")
+    return lines
+
+
 def render(results: list[dict[str, Any]], commands: list[str]) -> str:
     lines = [
         "# Results",
@@ -195,6 +222,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
                 lines += _paper_table(table, rows)
             else:
                 lines += _loo_table(rows)
+        if res["protocol"] != "paper":
+            lines += _paired_table(res["rows"])
     return "\n".join(lines) + "\n"
 
 

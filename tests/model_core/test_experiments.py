@@ -106,6 +106,14 @@ def test_peers_and_variant_filter() -> None:
         assert row["stop_reasons"]
         assert 0.0 <= row["ndcg_at_10"] <= 1.0
     assert res["validation_users"] > 0
+    for row in res["rows"]:  # one seen-removed rank string per seed, one character per user
+        assert [len(s) for s in row["top10_ranks"]] == [row["eval_users"]] * len(row["seeds"])
+    from model_core.results import merge, render
+
+    text = render(merge([res]), [])
+    assert "### Paired: PinnerFormer over each reference SASRec" in text
+    for peer in PEERS:
+        assert f"| dense_all_action_k28 | {peer} | " in text
 
 
 def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:

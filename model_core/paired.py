@@ -1,0 +1,57 @@
+"""Paired comparison of two leave-one-out rows scored on the same users.
+
+Two rows' separate 95% intervals answer "where is each mean"; whether one model beats the other is
+a question about their DIFFERENCE on the same users, whose interval is much narrower when the two
+models find the same users easy or hard. So every leave-one-out row stores each seed's per-user
+rank of the held-out item, capped at k (anything at or past k scores 0 at @k), compactly as one
+ASCII digit per user ('0'..'9', ':' for a miss at k = 10), and `ratio_ci` bootstraps the ratio
+of two rows' mean NDCG@k over users resampled jointly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from model_core.metrics import hit_and_ndcg_per_user
+
+K = 10
+_ZERO = ord("0")
+
+
+def encode_ranks(ranks: np.ndarray, k: int = K) -> str:
+    """[U] 0-based ranks → one character per user: the rank below k, chr('0' + k) at or past k."""
+    assert k <= 10, "one ASCII digit per user holds ranks below 10"
+    capped = np.minimum(np.asarray(ranks, dtype=np.int64), k).astype(np.uint8) + _ZERO
+    return capped.tobytes().decode("ascii")
+
+
+def decode_ranks(text: str) -> np.ndarray:
+    """The inverse of `encode_ranks`: [U] int64, k for a miss."""
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - _ZERO
+
+
+def per_user_ndcg(encoded_seeds: list[str], k: int = K) -> np.ndarray:
+    """[U] NDCG@k per user, averaged over the seeds' encoded ranks."""
+    return np.mean([hit_and_ndcg_per_user(decode_ranks(s), k)[1] for s in encoded_seeds], axis=0)
+
+
+def ratio_ci(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over the same users, with a percentile bootstrap (lo, hi) resampling
+    users jointly; NaN where b's mean is 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"paired rows need the same users: {a.shape} vs {b.shape}"
+    if a.size == 0 or b.mean() == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    block = max(1, 4_000_000 // a.size)
+    ratios = np.empty(n_boot, dtype=np.float64)
+    for b0 in range(0, n_boot, block):
+        idx = rng.integers(0, a.size, size=(min(block, n_boot - b0), a.size))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[b0 : b0 + len(idx)] = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    lo, hi = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2])
+    return float(a.mean() / b.mean()), float(lo), float(hi)
