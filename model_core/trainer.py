@@ -10,8 +10,11 @@ and when a `validate` callable is given (a metric on held-out data, higher is be
 every `eval_every` steps (default: once per epoch); after `patience` scores without improvement
 the run stops and the best weights are restored. `max_minutes` caps the wall time, and the
 learning-rate schedule then fits the cap: at every validation the schedule's length becomes the
-steps projected to fit before the deadline at the pace so far (never more than `epochs`), so a
-capped run still warms up, decays and ends at its floor instead of stopping at the peak rate.
+steps projected to fit before the deadline at the pace so far (never more than `epochs`), and
+likewise at every log line, so the first epoch of a long-epoch run already follows the capped
+schedule (it used to warm up over 2% of the uncapped one); a capped run warms up, decays and ends
+at its floor instead of stopping at the peak rate. Under DDP rank 0's clock decides the schedule
+and the stop for every rank.
 
 Under `torchrun` it trains with DDP: every rank draws its own batches (seeded by rank), in-batch
 negatives are all-gathered in the loss, only rank 0 logs and writes checkpoints; every rank scores
@@ -150,6 +153,16 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _from_rank0(value: int, device: torch.device) -> int:
+    """`value` as rank 0 has it (every rank calls this at the same step); itself without DDP.
+    `device`: the rank's training device (NCCL broadcasts CUDA tensors only)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def uniform_log_count(n_random: int, corpus_size: int) -> float:
@@ -308,7 +321,15 @@ def train(
                 row["sequences_per_s"],
                 eta,
             )
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        # Under DDP rank 0's clock decides for every rank: a rank that stopped alone would leave
+        # the others waiting in the next gradient all-reduce.
+        out_of_time = deadline is not None and bool(
+            _from_rank0(int(time.monotonic() > deadline), device)
+        )
+        if deadline is not None and step % cfg.log_every == 0:  # fit the schedule early
+            schedule = _from_rank0(
+                fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps), device
+            )
         if validate is not None and (step % eval_every == 0 or step == last or out_of_time):
             ddp_model.eval()
             score = float(validate(raw_model))
@@ -330,7 +351,10 @@ def train(
                 stop_reason = "early_stopping"
                 break
             if deadline is not None:
-                schedule = fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps)
+                schedule = _from_rank0(
+                    fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps),
+                    device,
+                )
         if out_of_time:
             stop_reason = "max_minutes"
             break

@@ -180,6 +180,22 @@ def test_a_capped_run_fits_its_schedule_to_the_deadline() -> None:
     assert fitted_schedule(100, 0, 5.0, time.monotonic() - 1, 10_000) == 101  # out of time
 
 
+def test_a_capped_run_without_validation_still_warms_up_and_decays(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """The schedule is fitted to the cap from the first log line, not only at validations: a
+    capped run on a long nominal schedule (or before its first epoch ends) used to spend the cap
+    warming up over 12.5% of 100,000 steps, at a rate near zero."""
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=100_000)
+    train = dataclasses.replace(cfg.train, max_minutes=0.1, log_every=1)
+    result = fit(tiny_timelines, tiny_catalog, dataclasses.replace(cfg, train=train)).result
+    assert result.stop_reason == "max_minutes"
+    lrs = [row["lr"] for row in result.history]
+    assert len(lrs) >= 3, f"{result.steps} steps in {result.seconds:.1f} s"
+    assert max(lrs) > 0.5 * cfg.train.lr  # reached the peak rate within the cap
+    assert lrs[-1] < max(lrs)  # and decayed from it
+
+
 def test_items_the_training_data_never_shows_are_their_content_alone(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
