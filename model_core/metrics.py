@@ -250,15 +250,22 @@ def bootstrap_ci(
     x = x[~np.isnan(x)]
     if x.size == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    block = max(1, 4_000_000 // x.size)
-    means = np.empty(n_boot, dtype=np.float64)
-    for b0 in range(0, n_boot, block):
-        nb = min(block, n_boot - b0)
-        idx = rng.integers(0, x.size, size=(nb, x.size))
-        means[b0 : b0 + nb] = x[idx].mean(axis=1)
+    means = resampled_means(x[:, None], n_boot, seed)[:, 0]
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+
+def resampled_means(x: np.ndarray, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """[U, C] per-user columns → [n_boot, C] column means over users resampled with replacement
+    (the same users for every column: a paired bootstrap). Drawn in blocks to bound memory."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    block = max(1, 4_000_000 // n)
+    means = np.empty((n_boot, x.shape[1]), dtype=np.float64)
+    for b0 in range(0, n_boot, block):
+        nb = min(block, n_boot - b0)
+        means[b0 : b0 + nb] = x[rng.integers(0, n, size=(nb, n))].mean(axis=1)
+    return means
 
 
 def hit_and_ndcg_per_user(ranks: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

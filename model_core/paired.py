@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from model_core.metrics import hit_and_ndcg_per_user
+from model_core.metrics import hit_and_ndcg_per_user, resampled_means
 
 K = 10
 _ZERO = ord("0")
@@ -46,12 +46,8 @@ def ratio_ci(
     assert a.shape == b.shape, f"paired rows need the same users: {a.shape} vs {b.shape}"
     if a.size == 0 or b.mean() == 0:
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    block = max(1, 4_000_000 // a.size)
-    ratios = np.empty(n_boot, dtype=np.float64)
-    for b0 in range(0, n_boot, block):
-        idx = rng.integers(0, a.size, size=(min(block, n_boot - b0), a.size))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios[b0 : b0 + len(idx)] = a[idx].mean(axis=1) / b[idx].mean(axis=1)
+    means = resampled_means(np.stack([a, b], axis=1), n_boot, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = means[:, 0] / means[:, 1]
     lo, hi = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2])
     return float(a.mean() / b.mean()), float(lo), float(hi)
