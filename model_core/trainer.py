@@ -326,13 +326,10 @@ def train(
         out_of_time = deadline is not None and bool(
             _from_rank0(int(time.monotonic() > deadline), device)
         )
-        if deadline is not None and step % cfg.log_every == 0:  # fit the schedule early
-            schedule = _from_rank0(
-                fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps), device
-            )
-        if validate is not None and (step % eval_every == 0 or step == last or out_of_time):
+        scorer = validate if (step % eval_every == 0 or step == last or out_of_time) else None
+        if scorer is not None:
             ddp_model.eval()
-            score = float(validate(raw_model))
+            score = float(scorer(raw_model))
             ddp_model.train()
             result.validation.append({"step": float(step), "epoch": step / spe, "score": score})
             if score > best[0]:
@@ -350,11 +347,10 @@ def train(
             if (step - best[1]) >= cfg.patience * eval_every:
                 stop_reason = "early_stopping"
                 break
-            if deadline is not None:
-                schedule = _from_rank0(
-                    fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps),
-                    device,
-                )
+        if deadline is not None and (scorer is not None or step % cfg.log_every == 0):
+            schedule = _from_rank0(  # after a validation, so its cost counts in the pace
+                fitted_schedule(step, start, time.perf_counter() - t0, deadline, n_steps), device
+            )
         if out_of_time:
             stop_reason = "max_minutes"
             break
