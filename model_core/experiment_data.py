@@ -3,15 +3,9 @@ vectors never see evaluation-period data.
 
 For real logs the split time t (paper protocol) is chosen among weekly midnights to maximise the
 users with history before t and positives in (t, t + 14 days]; item content vectors are built from
-metadata and co-engagement strictly before t (`model_core.item_features`). Under leave-one-out
-there are two sets of item vectors with the same rows: `catalog`, built from what precedes each
-user's TEST positive, scores the test (the history it embeds includes the validation positive);
-`train_catalog`, built from what precedes each user's VALIDATION positive, is what models train
-and early-stop on, so a validation score never reads vectors built from its own answers. The test
-set is rotated onto the training set's basis (orthogonal Procrustes), so a model's content layers
-see the same coordinates at test time, while dot products among test vectors (what the content
-baselines use) do not change. `quick` keeps a few hundred users of a real log (a stable hash of
-the id) so a smoke run takes minutes.
+metadata and co-engagement strictly before t (`model_core.item_features`); for leave-one-out the
+cutoff is each user's held-out positive, so no target reaches the item vectors either. `quick`
+keeps a few hundred users of a real log (a stable hash of the id) so a smoke run takes minutes.
 """
 
 from __future__ import annotations
@@ -42,13 +36,6 @@ class Data:
     catalog: PinCatalog
     features: FeatureConfig
     split_ts: int
-    # Leave-one-out: the item vectors models train and validate on (see the module docstring);
-    # None: `catalog`.
-    train_catalog: PinCatalog | None = None
-
-    @property
-    def training_catalog(self) -> PinCatalog:
-        return self.catalog if self.train_catalog is None else self.train_catalog
 
     @property
     def positive_types(self) -> tuple[str, ...]:
@@ -84,57 +71,29 @@ def load(
     log = _quick(read_source(source, path, **columns), quick)
     split = choose_split(log.actions, log.rule)
     features = log.feature_config(content_dim=ITEM_DIM)
-
-    def vectors(cut: RawLog, cutoff: int) -> PinCatalog:
-        at = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
-        pins = item_content_embeddings(
-            cut, at, dim=features.content_dim, engagement=item_engagement
-        )
-        return PinCatalog.from_frame(pins)
-
-    train_catalog = None
+    cutoff = split
     if protocol == "leave_one_out":
-        test_cut = before_last_positives(log, 1)
-        # The same rows in both sets: the items the test set knows.
-        items = pl.concat(
-            [log.items, test_cut.actions.select("pin_id").unique()], how="diagonal_relaxed"
+        # Item vectors may use every interaction except the held-out ones and what follows them
+        # (the standard setup): drop each user's last positive and everything at or after it.
+        acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
+        last = (
+            acts.filter(pl.col("positive")).group_by("user_id").agg(pl.col("ts").max().alias("t"))
         )
-        val_cut = dataclasses.replace(before_last_positives(log, 2), items=items)
-        train_catalog = vectors(val_cut, _end(val_cut))
-        catalog = aligned(vectors(test_cut, _end(test_cut)), train_catalog)
-    else:
-        catalog = vectors(log, split)
-    timelines, _ = Timelines.from_actions(log.actions, catalog, features, log.rule)
-    return Data(log.name, timelines, catalog, features, split, train_catalog)
-
-
-def before_last_positives(log: RawLog, n: int) -> RawLog:
-    """`log` without each user's last `n` positives and everything at or after the earliest of
-    them (a user with fewer positives loses all of them; one with none keeps everything)."""
-    acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
-    cut = (
-        acts.filter(pl.col("positive"))
-        .group_by("user_id")
-        .agg(pl.col("ts").sort(descending=True).head(n).min().alias("cut"))
+        kept = acts.join(last, on="user_id", how="left").filter(
+            pl.col("t").is_null() | (pl.col("ts") < pl.col("t"))
+        )
+        log = dataclasses.replace(log, actions=kept.select(log.actions.columns))
+        cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
+    cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
+    pins = item_content_embeddings(
+        log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
     )
-    kept = acts.join(cut, on="user_id", how="left").filter(
-        pl.col("cut").is_null() | (pl.col("ts") < pl.col("cut"))
+    catalog = PinCatalog.from_frame(pins)
+    full = (
+        _quick(read_source(source, path, **columns), quick) if protocol == "leave_one_out" else log
     )
-    return dataclasses.replace(log, actions=kept.select(log.actions.columns))
-
-
-def _end(log: RawLog) -> int:
-    """A cutoff after every action of `log`."""
-    return int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
-
-
-def aligned(catalog: PinCatalog, reference: PinCatalog) -> PinCatalog:
-    """`catalog`'s vectors rotated by the orthogonal R minimising ||catalog · R - reference||
-    (Procrustes; the same rows in both): R keeps every norm and dot product among them."""
-    assert np.array_equal(catalog.pin_ids, reference.pin_ids), "both sets need the same rows"
-    a, b = catalog.embeddings.astype(np.float64), reference.embeddings.astype(np.float64)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    return dataclasses.replace(catalog, embeddings=(a @ (u @ vt)).astype(np.float32))
+    timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
+    return Data(log.name, timelines, catalog, features, split)
 
 
 def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:

@@ -178,7 +178,7 @@ class Trainer:
         model: Any
         if variant.peer is not None:
             cfg = sasrec_config(self.data, variant.peer, recipe.train.seed, self.budget)
-            model, res = fit_sasrec(tl, self.data.training_catalog, cfg, self.split.validate)
+            model, res = fit_sasrec(tl, self.data.catalog, cfg, self.split.validate)
             stats: dict[str, Any] = {
                 "train_seconds": res.seconds,
                 "epochs": res.epochs,
@@ -187,7 +187,7 @@ class Trainer:
                 "sequences_per_s": res.sequences_per_s,
             }
         else:
-            fitted = fit(tl, self.data.training_catalog, recipe, validate=self.split.validate)
+            fitted = fit(tl, self.data.catalog, recipe, validate=self.split.validate)
             model, r = fitted.model, fitted.result
             spe = max(1, fitted.n_sequences_per_epoch // recipe.train.batch_size)
             stats = {
@@ -403,7 +403,7 @@ def run(
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
-        split = leave_one_out_split(loo.history, data.training_catalog)
+        split = leave_one_out_split(loo.history, data.catalog)
     trainer = Trainer(data, split, budget)
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]
