@@ -45,6 +45,11 @@ class SamplerConfig:
     max_sequences_per_user: int = 8  # caps heavy users so they do not dominate an epoch
     max_positives: int = 32  # all_action: positives per sequence (§3.4: 32)
     dense_positions: int = 8  # dense_all_action: positions per window; each costs a softmax row
+    # "random": windows end at random actions (§3.5, the two knobs above); "tiled": every epoch
+    # the user's history is cut into back-to-back windows from their latest action with a label
+    # backwards (at most max_sequences_per_user), so every position is trained once an epoch and
+    # the most recent one always: SASRec's training examples, without its truncation.
+    window_ends: Literal["random", "tiled"] = "random"
 
     def __post_init__(self) -> None:
         assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"
@@ -127,6 +132,9 @@ class SequenceSampler:
             config.max_sequences_per_user,
             np.ceil(per_user * config.sequence_fraction).astype(np.int64),
         )
+        if config.window_ends == "tiled":
+            self._tiles = self._tiled_ends()
+            self.quota = np.bincount(self.owner[self._tiles], minlength=tl.n_users)
         self._pool_epoch = -1
         self._pool = np.empty(0, dtype=np.int64)
 
@@ -142,6 +150,10 @@ class SequenceSampler:
         if epoch != self._pool_epoch:
             rng = np.random.default_rng([self.seed, 1, epoch])
             cand = self.eligible
+            if self.config.window_ends == "tiled":
+                self._pool = self._tiles[rng.permutation(len(self._tiles))]
+                self._pool_epoch = epoch
+                return self._pool
             order = np.lexsort((rng.random(len(cand)), self.owner[cand]))
             cand = cand[order]  # grouped by user, random within user
             owners = self.owner[cand]
@@ -151,6 +163,18 @@ class SequenceSampler:
             self._pool = chosen[rng.permutation(len(chosen))]
             self._pool_epoch = epoch
         return self._pool
+
+    def _tiled_ends(self) -> np.ndarray:
+        """[S] int64 window ends: each user's last eligible row, then every max_len rows back
+        while an eligible row remains, at most max_sequences_per_user per user."""
+        M, cap = self.config.max_len, self.config.max_sequences_per_user
+        owners = self.owner[self.eligible]  # eligible rows are sorted, so grouped by user
+        last = self.eligible[np.flatnonzero(np.append(owners[1:] != owners[:-1], True))]
+        first = self.eligible[np.searchsorted(owners, self.owner[last])]
+        n = np.minimum((last - first) // M + 1, cap)  # tiles per user
+        back = np.arange(int(n.max()) if len(n) else 0)
+        ends = last[:, None] - M * back[None, :]
+        return ends[back[None, :] < n[:, None]]
 
     def batch(self, step: int, batch_size: int) -> TrainBatch:
         if len(self.eligible) == 0:

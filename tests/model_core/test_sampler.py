@@ -94,6 +94,33 @@ def test_knobs_need_no_data_regeneration(
     assert s_full.batch(0, 8).seq.ts.shape[1] <= 8  # max_len honoured
 
 
+def test_tiled_windows_cover_each_users_history_once_from_the_latest(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    cfg = SamplerConfig(objective="sasrec", max_len=4, window_ends="tiled")
+    s = SequenceSampler(tiny_timelines, tiny_catalog, cfg, seed=1)
+    pool = s.epoch_pool(0)
+    assert len(pool) == s.sequences_per_epoch
+    assert len(np.unique(pool)) == len(pool)
+    for user in np.unique(s.owner[s.eligible]):
+        mine = s.eligible[s.owner[s.eligible] == user]
+        ends = np.sort(pool[s.owner[pool] == user])[::-1]
+        assert ends[0] == mine.max(), "the latest window ends at the user's last labelled row"
+        assert (np.diff(ends) == -4).all(), "back-to-back windows of max_len rows"
+        n = min((mine.max() - mine.min()) // 4 + 1, cfg.max_sequences_per_user)
+        assert len(ends) == n
+    # With the sasrec objective the tiles' pairs train each labelled row of an uncapped user
+    # exactly once.
+    b, pos, _ = s.pairs(pool, np.random.default_rng(0))
+    starts = np.maximum(s.tl.offsets[s.owner[pool]], pool - 3)
+    trained = starts[b] + pos
+    assert len(np.unique(trained)) == len(trained)
+    uncapped = s.quota < cfg.max_sequences_per_user
+    assert set(trained.tolist()) >= set(s.eligible[uncapped[s.owner[s.eligible]]].tolist())
+    assert not np.array_equal(pool, s.epoch_pool(1)), "the order is shuffled every epoch"
+    assert np.array_equal(np.sort(pool), np.sort(s.epoch_pool(1)))
+
+
 def actions_frame(rows: list[tuple[int, int, int, str, str, float]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
