@@ -48,12 +48,21 @@ class SamplerConfig:
     # "random": windows end at random actions (§3.5, the two knobs above); "tiled": every epoch
     # the user's history is cut into back-to-back windows from their latest action with a label
     # backwards (at most max_sequences_per_user), so every position is trained once an epoch and
-    # the most recent one always: SASRec's training examples, without its truncation.
-    window_ends: Literal["random", "tiled"] = "random"
+    # the most recent one always: SASRec's training examples, without its truncation. "auto":
+    # tiled for the SASRec objective (whose every position predicts its next positive, so a tile
+    # trains each such pair once), random for the others.
+    window_ends: Literal["auto", "random", "tiled"] = "random"
 
     def __post_init__(self) -> None:
         assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"
         assert 0 < self.sequence_fraction <= 1, "sequence_fraction must be in (0, 1]"
+
+    @property
+    def windows(self) -> Literal["random", "tiled"]:
+        """`window_ends` with "auto" resolved for this objective."""
+        if self.window_ends == "auto":
+            return "tiled" if self.objective == "sasrec" else "random"
+        return self.window_ends
 
 
 @dataclass
@@ -132,7 +141,7 @@ class SequenceSampler:
             config.max_sequences_per_user,
             np.ceil(per_user * config.sequence_fraction).astype(np.int64),
         )
-        if config.window_ends == "tiled":
+        if config.windows == "tiled":
             self._tiles = self._tiled_ends()
             self.quota = np.bincount(self.owner[self._tiles], minlength=tl.n_users)
         self._pool_epoch = -1
@@ -150,7 +159,7 @@ class SequenceSampler:
         if epoch != self._pool_epoch:
             rng = np.random.default_rng([self.seed, 1, epoch])
             cand = self.eligible
-            if self.config.window_ends == "tiled":
+            if self.config.windows == "tiled":
                 self._pool = self._tiles[rng.permutation(len(self._tiles))]
                 self._pool_epoch = epoch
                 return self._pool

@@ -167,6 +167,7 @@ def experiment(args: argparse.Namespace) -> None:
         item_engagement=args.item_engagement,
         negatives=args.negatives,
         remove_seen=args.remove_seen,
+        windows=args.windows,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -179,7 +180,8 @@ def experiment(args: argparse.Namespace) -> None:
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
         f" --item-ids {args.item_ids} --item-engagement {args.item_engagement}"
-        f" --negatives {args.negatives}{flags}{' --remove-seen' if args.remove_seen else ''}"
+        f" --negatives {args.negatives} --windows {args.windows}{flags}"
+        f"{' --remove-seen' if args.remove_seen else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
     result["code"] = code_version()
@@ -280,6 +282,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="every PinnerFormer variant's negatives: catalog = the whole catalogue (the exact "
         "softmax), mixed = the paper's in-batch + random pool with logQ; auto = catalog up to "
         "100k items, mixed beyond",
+    )
+    e.add_argument(
+        "--windows",
+        default="auto",
+        choices=["auto", "random", "tiled"],
+        help="PinnerFormer's training windows: random = the paper's (ending at random actions), "
+        "tiled = each user's history cut into back-to-back windows from the latest action; "
+        "auto = tiled under leave-one-out, random under the paper protocol",
     )
     e.add_argument(
         "--remove-seen",

@@ -97,15 +97,21 @@ def test_peers_and_variant_filter() -> None:
         seeds=[0],
         quick=True,
         budget=TINY,
-        only=["dense_all_action_k28", *PEERS],
+        only=["sasrec", "dense_all_action_k28", *PEERS],
     )
     trained = [(r["table"], r["variant"]) for r in res["rows"] if r["table"] != "baselines"]
-    assert trained == [("objectives", "dense_all_action_k28")] + [("peers", p) for p in PEERS]
+    objectives = [("objectives", "sasrec"), ("objectives", "dense_all_action_k28")]
+    assert trained == objectives + [("peers", p) for p in PEERS]
     for row in res["rows"][len(BASELINES) :]:
         assert row["epochs"] >= row["best_epoch"] > 0
         assert row["stop_reasons"]
         assert 0.0 <= row["ndcg_at_10"] <= 1.0
     assert res["validation_users"] > 0
+    # Leave-one-out: "auto" tiles the SASRec objective's windows and keeps the paper's random
+    # ones for dense all action; the reference SASRecs have their own.
+    assert res["windows"] == "auto"
+    windows = [r.get("windows") for r in res["rows"][len(BASELINES) :]]
+    assert windows == ["tiled", "random", None, None]
     for row in res["rows"]:  # one seen-removed rank string per seed, one character per user
         assert [len(s) for s in row["top10_ranks"]] == [row["eval_users"]] * len(row["seeds"])
     from model_core.results import merge, render
@@ -114,6 +120,7 @@ def test_peers_and_variant_filter() -> None:
     assert "### Paired: PinnerFormer over each reference SASRec" in text
     for peer in PEERS:
         assert f"| dense_all_action_k28 | {peer} | " in text
+        assert f"| sasrec (tiled windows) | {peer} | " in text
 
 
 def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:
