@@ -108,8 +108,8 @@ def base_recipe(
     items over years, often several on one day), and `windows="auto"` tiles each user's history
     from the latest action for the SASRec objective (`SamplerConfig.window_ends`: every
     position, the most recent always, trains once an epoch; on Amazon's validation split the
-    paper's random windows scored 25% lower); under the paper protocol "auto" is the paper's
-    random windows."""
+    paper's random windows scored about a fifth lower); under the paper protocol "auto" is the
+    paper's random windows."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
