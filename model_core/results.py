@@ -256,11 +256,15 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in merged:
             merged[key] = {**res, "rows": list(res["rows"])}
             continue
-        have = {(r["table"], r["variant"], r.get("scored_on")) for r in merged[key]["rows"]}
-        merged[key]["rows"] += [
-            r for r in res["rows"] if (r["table"], r["variant"], r.get("scored_on")) not in have
-        ]
+        have = {_row_key(r) for r in merged[key]["rows"]}
+        merged[key]["rows"] += [r for r in res["rows"] if _row_key(r) not in have]
     return list(merged.values())
+
+
+def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a row distinct within a section: the same variant on other training windows
+    (`--windows`) is another row."""
+    return (row["table"], row["variant"], row.get("scored_on"), row.get("windows"))
 
 
 def render_files(paths: list[Path], out: Path, commands: list[str], notes: str = "") -> None:

@@ -151,18 +151,21 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     peers = result([("baselines", "popularity"), ("peers", "sasrec_ce")], minutes=25.0)
     longer = result([("peers", "sasrec_reference")], patience=10)
     content_only = result([("objectives", "sasrec")], ids="none")
-    merged = merge([pf, peers, longer, content_only])
+    tiled = result([("objectives", "sasrec")], minutes=12.0)  # the same variant, other windows
+    tiled["rows"][0]["windows"] = "tiled"
+    merged = merge([pf, peers, longer, content_only, tiled])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
         [
             ("baselines", "popularity"),
             ("objectives", "sasrec"),
             ("peers", "sasrec_ce"),
             ("peers", "sasrec_reference"),
+            ("objectives", "sasrec"),
         ],
         [("objectives", "sasrec")],
     ]
     caps = [(r.get("budget") or {}).get("max_minutes") for r in merged[0]["rows"]]
-    assert caps == [None, 5.0, 25.0, 5.0]
+    assert caps == [None, 5.0, 25.0, 5.0, 12.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
     assert "budget" not in pf["rows"][1]
     text = render(merged[:1], [])
@@ -170,3 +173,5 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     assert "60 s of 25 min" in text
     assert "patience 10" in text
     assert "code: abc1234" in text  # the commit that produced the rows
+    assert "| sasrec (tiled windows) |" in text
+    assert "| sasrec |" in text
