@@ -99,7 +99,7 @@ def base_recipe(
     protocol: str = "paper",
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
-    windows: Literal["auto", "random", "tiled"] = "auto",
+    windows: Literal["auto", "random", "tiled", "latest"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -396,7 +396,7 @@ def run(
     item_engagement: Literal["positive", "all"] = "all",
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
-    windows: Literal["auto", "random", "tiled"] = "auto",
+    windows: Literal["auto", "random", "tiled", "latest"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in

@@ -48,17 +48,18 @@ class SamplerConfig:
     # "random": windows end at random actions (§3.5, the two knobs above); "tiled": every epoch
     # the user's history is cut into back-to-back windows from their latest action with a label
     # backwards (at most max_sequences_per_user), so every position is trained once an epoch and
-    # the most recent one always: SASRec's training examples, without its truncation. "auto":
-    # tiled for the SASRec objective (whose every position predicts its next positive, so a tile
-    # trains each such pair once), random for the others.
-    window_ends: Literal["auto", "random", "tiled"] = "random"
+    # the most recent one always: SASRec's training examples, without its truncation; "latest":
+    # the random windows plus each user's latest one. "auto": tiled for the SASRec objective
+    # (whose every position predicts its next positive, so a tile trains each such pair once),
+    # random for the others.
+    window_ends: Literal["auto", "random", "tiled", "latest"] = "random"
 
     def __post_init__(self) -> None:
         assert self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"
         assert 0 < self.sequence_fraction <= 1, "sequence_fraction must be in (0, 1]"
 
     @property
-    def windows(self) -> Literal["random", "tiled"]:
+    def windows(self) -> Literal["random", "tiled", "latest"]:
         """`window_ends` with "auto" resolved for this objective."""
         if self.window_ends == "auto":
             return "tiled" if self.objective == "sasrec" else "random"
@@ -144,6 +145,10 @@ class SequenceSampler:
         if config.windows == "tiled":
             self._tiles = self._tiled_ends()
             self.quota = np.bincount(self.owner[self._tiles], minlength=tl.n_users)
+        self._latest = np.empty(0, dtype=np.int64)
+        if config.windows == "latest":  # one more window per user: their latest
+            self._latest = self._last_eligible()
+            self.quota = np.minimum(self.quota + 1, per_user)
         self._pool_epoch = -1
         self._pool = np.empty(0, dtype=np.int64)
 
@@ -158,7 +163,7 @@ class SequenceSampler:
         """The epoch's sequence ends ([S] int64 flat rows), shuffled."""
         if epoch != self._pool_epoch:
             rng = np.random.default_rng([self.seed, 1, epoch])
-            cand = self.eligible
+            cand = np.setdiff1d(self.eligible, self._latest, assume_unique=True)
             if self.config.windows == "tiled":
                 self._pool = self._tiles[rng.permutation(len(self._tiles))]
                 self._pool_epoch = epoch
@@ -168,17 +173,23 @@ class SequenceSampler:
             owners = self.owner[cand]
             first = np.searchsorted(owners, owners, side="left")
             rank = np.arange(len(cand)) - first
-            chosen = cand[rank < self.quota[owners]]
+            chosen = cand[rank < self.quota[owners] - (self.config.windows == "latest")]
+            chosen = np.concatenate([chosen, self._latest])
             self._pool = chosen[rng.permutation(len(chosen))]
             self._pool_epoch = epoch
         return self._pool
+
+    def _last_eligible(self) -> np.ndarray:
+        """[users with a label] int64: each user's last row with a label."""
+        owners = self.owner[self.eligible]  # eligible rows are sorted, so grouped by user
+        return self.eligible[np.flatnonzero(np.append(owners[1:] != owners[:-1], True))]
 
     def _tiled_ends(self) -> np.ndarray:
         """[S] int64 window ends: each user's last eligible row, then every max_len rows back
         while an eligible row remains, at most max_sequences_per_user per user."""
         M, cap = self.config.max_len, self.config.max_sequences_per_user
         owners = self.owner[self.eligible]  # eligible rows are sorted, so grouped by user
-        last = self.eligible[np.flatnonzero(np.append(owners[1:] != owners[:-1], True))]
+        last = self._last_eligible()
         first = self.eligible[np.searchsorted(owners, self.owner[last])]
         n = np.minimum((last - first) // M + 1, cap)  # tiles per user
         back = np.arange(int(n.max()) if len(n) else 0)

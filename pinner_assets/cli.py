@@ -286,10 +286,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument(
         "--windows",
         default="auto",
-        choices=["auto", "random", "tiled"],
+        choices=["auto", "random", "tiled", "latest"],
         help="PinnerFormer's training windows: random = the paper's (ending at random actions), "
-        "tiled = each user's history cut into back-to-back windows from the latest action; "
-        "auto = tiled under leave-one-out, random under the paper protocol",
+        "tiled = each user's history cut into back-to-back windows from the latest action, "
+        "latest = the random ones plus each user's latest; auto = tiled for the SASRec "
+        "objective under leave-one-out, random otherwise",
     )
     e.add_argument(
         "--remove-seen",

@@ -121,6 +121,22 @@ def test_tiled_windows_cover_each_users_history_once_from_the_latest(
     assert np.array_equal(np.sort(pool), np.sort(s.epoch_pool(1)))
 
 
+def test_latest_windows_add_each_users_latest_to_the_random_ones(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    cfg = SamplerConfig(max_len=8, window_ends="latest")
+    s = SequenceSampler(tiny_timelines, tiny_catalog, cfg, seed=2)
+    plain = SequenceSampler(tiny_timelines, tiny_catalog, SamplerConfig(max_len=8), seed=2)
+    latest = set(s._last_eligible().tolist())
+    for epoch in range(2):
+        pool = s.epoch_pool(epoch)
+        assert len(pool) == s.sequences_per_epoch  # every batch of the epoch is full
+        assert len(np.unique(pool)) == len(pool)
+        assert latest <= set(pool.tolist())  # every user's latest window, every epoch
+    assert s.sequences_per_epoch <= plain.sequences_per_epoch + len(latest)
+    assert s.sequences_per_epoch > plain.sequences_per_epoch
+
+
 def actions_frame(rows: list[tuple[int, int, int, str, str, float]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
