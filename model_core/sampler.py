@@ -142,13 +142,20 @@ class SequenceSampler:
             config.max_sequences_per_user,
             np.ceil(per_user * config.sequence_fraction).astype(np.int64),
         )
+        # Every epoch holds the `_fixed` window ends plus `_random_quota` random ones per user
+        # drawn from `_candidates`: tiled = tiles only, latest = each user's latest plus random
+        # ones among the rest, random = random ones only.
+        self._fixed = np.empty(0, dtype=np.int64)
+        self._candidates = self.eligible
         if config.windows == "tiled":
-            self._tiles = self._tiled_ends()
-            self.quota = np.bincount(self.owner[self._tiles], minlength=tl.n_users)
-        self._latest = np.empty(0, dtype=np.int64)
-        if config.windows == "latest":  # one more window per user: their latest
-            self._latest = self._last_eligible()
-            self.quota = np.minimum(self.quota + 1, per_user)
+            self._fixed, self._candidates = self._tiled_ends(), self._fixed
+            self.quota = np.zeros_like(self.quota)
+        elif config.windows == "latest":
+            self._fixed = self._last_eligible()
+            self._candidates = np.setdiff1d(self.eligible, self._fixed, assume_unique=True)
+            self.quota = np.minimum(self.quota, np.maximum(per_user - 1, 0))
+        self._random_quota = self.quota
+        self.quota = self.quota + np.bincount(self.owner[self._fixed], minlength=tl.n_users)
         self._pool_epoch = -1
         self._pool = np.empty(0, dtype=np.int64)
 
@@ -163,18 +170,13 @@ class SequenceSampler:
         """The epoch's sequence ends ([S] int64 flat rows), shuffled."""
         if epoch != self._pool_epoch:
             rng = np.random.default_rng([self.seed, 1, epoch])
-            cand = np.setdiff1d(self.eligible, self._latest, assume_unique=True)
-            if self.config.windows == "tiled":
-                self._pool = self._tiles[rng.permutation(len(self._tiles))]
-                self._pool_epoch = epoch
-                return self._pool
+            cand = self._candidates
             order = np.lexsort((rng.random(len(cand)), self.owner[cand]))
             cand = cand[order]  # grouped by user, random within user
             owners = self.owner[cand]
             first = np.searchsorted(owners, owners, side="left")
             rank = np.arange(len(cand)) - first
-            chosen = cand[rank < self.quota[owners] - (self.config.windows == "latest")]
-            chosen = np.concatenate([chosen, self._latest])
+            chosen = np.concatenate([cand[rank < self._random_quota[owners]], self._fixed])
             self._pool = chosen[rng.permutation(len(chosen))]
             self._pool_epoch = epoch
         return self._pool
