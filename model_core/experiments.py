@@ -80,6 +80,10 @@ SMALL_LOG_ACTIONS = 1_000_000  # below this, dropout 0.2 (the SASRec setting for
 # matmul a step: ~0.1 s on 2 CPU cores at 1k pairs x 1e5 items); beyond it, the paper's mixed
 # sampled pool with logQ.
 EXACT_SOFTMAX_MAX_ITEMS = 100_000
+# An epoch of one pass per user (a reference SASRec's, or PinnerFormer's on tiled windows) is a
+# quarter or less of a random-window PinnerFormer epoch (up to 8 windows per user): it gets this
+# many times the budget's epochs and patience.
+ONE_PASS_EPOCHS = 4
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,8 @@ def sasrec_config(
         loss=loss,
         max_len=200 if data.name.startswith("movielens") else 50,
         seed=seed,
-        max_epochs=4 * budget.max_epochs,
-        patience=4 * budget.patience,
+        max_epochs=ONE_PASS_EPOCHS * budget.max_epochs,
+        patience=ONE_PASS_EPOCHS * budget.patience,
         max_minutes=budget.max_minutes,
     )
 
@@ -196,13 +200,11 @@ class Trainer:
             }
         else:
             if recipe.sampler.windows == "tiled":
-                # A tiled epoch is one pass over each user's history, like a SASRec epoch, and a
-                # quarter or less of a random-window one: the SASRec's x4 epochs and patience.
-                train = recipe.train
-                epochs = None if train.epochs is None else 4 * train.epochs
+                train = recipe.train  # a tiled epoch is one pass over each user's history
+                epochs = None if train.epochs is None else ONE_PASS_EPOCHS * train.epochs
+                patience = ONE_PASS_EPOCHS * train.patience
                 recipe = dataclasses.replace(
-                    recipe,
-                    train=dataclasses.replace(train, epochs=epochs, patience=4 * train.patience),
+                    recipe, train=dataclasses.replace(train, epochs=epochs, patience=patience)
                 )
             fitted = fit(tl, self.data.catalog, recipe, validate=self.split.validate)
             model, r = fitted.model, fitted.result

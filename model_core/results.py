@@ -113,8 +113,10 @@ def _train(r: dict[str, Any]) -> str:
 
 def _label(row: dict[str, Any]) -> str:
     """The variant, with PinnerFormer's training windows when they are not the paper's."""
-    tiled = row.get("windows") == "tiled"
-    return f"{row['variant']} (tiled windows)" if tiled else row["variant"]
+    windows = row.get("windows")
+    if windows in (None, "random"):
+        return row["variant"]
+    return f"{row['variant']} ({windows} windows)"
 
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
