@@ -4,7 +4,9 @@ vectors never see evaluation-period data.
 For real logs the split time t (paper protocol) is chosen among weekly midnights to maximise the
 users with history before t and positives in (t, t + 14 days]; item content vectors are built from
 metadata and co-engagement strictly before t (`model_core.item_features`); for leave-one-out the
-cutoff is each user's held-out positive, so no target reaches the item vectors either. `quick`
+cutoff is each user's held-out positive, and the validation users' validation positives are left
+out too (`item_vector_actions`), so that neither the test nor the early-stopping score finds its
+answer in the item vectors. `quick`
 keeps a few hundred users of a real log (a stable hash of the id) so a smoke run takes minutes.
 """
 
@@ -24,6 +26,7 @@ from model_core.evaluation import is_eval_user
 from model_core.features import FeatureConfig
 from model_core.item_features import item_content_embeddings
 from model_core.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.validation import validation_users
 
 QUICK_USERS = 400  # users a --quick run keeps from a real log
 ITEM_DIM = 64  # real logs' item vectors: 32 metadata + 32 co-engagement dimensions
@@ -36,6 +39,7 @@ class Data:
     catalog: PinCatalog
     features: FeatureConfig
     split_ts: int
+    validation_users: np.ndarray  # leave-one-out's validation users (`validation_users`)
 
     @property
     def positive_types(self) -> tuple[str, ...]:
@@ -66,23 +70,18 @@ def load(
         timelines, _ = Timelines.from_actions(actions, catalog, features)
         end = datetime.datetime.combine(world.dates[-1], datetime.time(), datetime.timezone.utc)
         split = int(end.timestamp()) + 86_400 - 14 * 86_400
-        return Data("synthetic", timelines, catalog, features, split)
+        return Data(
+            "synthetic", timelines, catalog, features, split, validation_users(timelines.user_ids)
+        )
     assert path is not None, f"--path is required for source {source}"
     log = _quick(read_source(source, path, **columns), quick)
     split = choose_split(log.actions, log.rule)
     features = log.feature_config(content_dim=ITEM_DIM)
     cutoff = split
+    validated = validation_users(np.unique(log.actions["user_id"].to_numpy()))
     if protocol == "leave_one_out":
-        # Item vectors may use every interaction except the held-out ones and what follows them
-        # (the standard setup): drop each user's last positive and everything at or after it.
-        acts = log.actions.with_columns(pl.Series("positive", log.rule.frame_mask(log.actions)))
-        last = (
-            acts.filter(pl.col("positive")).group_by("user_id").agg(pl.col("ts").max().alias("t"))
-        )
-        kept = acts.join(last, on="user_id", how="left").filter(
-            pl.col("t").is_null() | (pl.col("ts") < pl.col("t"))
-        )
-        log = dataclasses.replace(log, actions=kept.select(log.actions.columns))
+        kept = item_vector_actions(log.actions, log.rule, validated)
+        log = dataclasses.replace(log, actions=kept)
         cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
     cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
     pins = item_content_embeddings(
@@ -93,7 +92,32 @@ def load(
         _quick(read_source(source, path, **columns), quick) if protocol == "leave_one_out" else log
     )
     timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
-    return Data(log.name, timelines, catalog, features, split)
+    return Data(log.name, timelines, catalog, features, split, validated)
+
+
+def item_vector_actions(
+    actions: pl.DataFrame, rule: PositiveRule, validated: np.ndarray
+) -> pl.DataFrame:
+    """The actions leave-one-out's item vectors may read: every interaction before each user's
+    held-out positive (the standard setup: it and everything at or after it are dropped), less
+    the validated users' validation positives (their last positive before that). Only those
+    users lose an interaction (about 5,000 of a log's, `validation_users`): cutting every user
+    at the validation positive instead also drops the history between the two targets, and cost
+    the Taobao test about half its NDCG@10 (RESULTS_NOTES)."""
+    acts = actions.with_columns(pl.Series("_positive", rule.frame_mask(actions)))
+    last = acts.filter(pl.col("_positive")).group_by("user_id").agg(pl.col("ts").max().alias("_t"))
+    kept = acts.join(last, on="user_id", how="left").filter(
+        pl.col("_t").is_null() | (pl.col("ts") < pl.col("_t"))
+    )
+    val = (
+        kept.filter(pl.col("_positive") & pl.col("user_id").is_in(validated))
+        .group_by("user_id")
+        .agg(pl.col("ts").max().alias("_v"))
+    )
+    kept = kept.join(val, on="user_id", how="left").filter(
+        ~(pl.col("_positive") & (pl.col("ts") == pl.col("_v")).fill_null(False))
+    )
+    return kept.select(actions.columns)
 
 
 def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:

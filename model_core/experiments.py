@@ -426,7 +426,7 @@ def run(
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
-        split = leave_one_out_split(loo.history, data.catalog)
+        split = leave_one_out_split(loo.history, data.catalog, data.validation_users)
     trainer = Trainer(data, split, budget)
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]

@@ -7,8 +7,10 @@
   last `horizon_days` before the split time are the validation labels, embedded from what they did
   before that; the metric is Recall@10 (§4.1).
 
-Both score at most `max_users` users (a fixed random subset) so that a validation pass costs a
-fraction of an epoch.
+Both score a fixed subset of about `max_users` users so that a validation pass costs a fraction of
+an epoch. Leave-one-out's subset is a stable hash of the user id (`validation_users`), chosen before
+the item vectors are built, so that the vectors can leave exactly those users' validation targets
+out (`model_core.experiment_data`).
 """
 
 from __future__ import annotations
@@ -38,17 +40,26 @@ class Split:
     n_users: int
 
 
+VALIDATION_USERS = 5000
+
+
+def validation_users(user_ids: np.ndarray, max_users: int = VALIDATION_USERS) -> np.ndarray:
+    """[U] user ids → the ids of about `max_users` of them (all when fewer): leave-one-out's
+    validation users, a stable hash of the id so that a log's item vectors and its split agree."""
+    fraction = min(1.0, max_users / max(1, len(user_ids)))
+    return np.sort(user_ids[is_eval_user(user_ids, fraction, seed=7)])
+
+
 def _subset(n: int, max_users: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, 7])
     return np.sort(rng.choice(n, size=min(n, max_users), replace=False))
 
 
-def leave_one_out_split(
-    history: Timelines, catalog: PinCatalog, max_users: int = 5000, seed: int = 0
-) -> Split:
-    """Validation target = each user's last positive of `history`; NDCG@10, seen removed."""
+def leave_one_out_split(history: Timelines, catalog: PinCatalog, users: np.ndarray) -> Split:
+    """Validation target = each user's last positive of `history`, for the `users`
+    (`validation_users`) that have one; NDCG@10, seen removed."""
     val = leave_one_out(history)
-    keep = _subset(val.history.n_users, max_users, seed)
+    keep = np.flatnonzero(np.isin(val.history.user_ids, users))
     inputs = val.history.select_users(np.isin(np.arange(val.history.n_users), keep))
     targets = val.target_pin_row[keep]
     seen = Seen.of(inputs)
@@ -74,7 +85,7 @@ def paper_split(
     split_ts: int,
     horizon_days: float = 14.0,
     fraction: float = 0.1,
-    max_users: int = 5000,
+    max_users: int = VALIDATION_USERS,
     seed: int = 0,
 ) -> Split:
     """Hold out `fraction` of the training users; Recall@10 on their positives in

@@ -1,0 +1,64 @@
+"""What leave-one-out's item vectors may read: no test target, and no validation target of a
+user whose validation score steers early stopping."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import polars as pl
+
+from model_core.experiment_data import item_vector_actions
+from model_core.timelines import PositiveRule
+from model_core.validation import validation_users
+
+RULE = PositiveRule()
+
+
+def _actions(rows: list[tuple[int, int, int, str]]) -> pl.DataFrame:
+    """(user, pin, minute, action type) → the action contract's columns."""
+    t0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+    return pl.DataFrame(
+        {
+            "ts": [t0 + datetime.timedelta(minutes=m) for _, _, m, _ in rows],
+            "user_id": [u for u, _, _, _ in rows],
+            "pin_id": [p for _, p, _, _ in rows],
+            "action_type": [a for _, _, _, a in rows],
+            "surface": ["home_feed"] * len(rows),
+            "duration_s": [1.0] * len(rows),
+        }
+    )
+
+
+def test_item_vectors_leave_out_test_targets_and_validated_users_validation_targets() -> None:
+    acts = _actions(
+        [
+            # user 1 (validated): repin 10, view 11, repin 12 (validation), view 13, repin 14 (test)
+            (1, 10, 0, "repin"),
+            (1, 11, 1, "view"),
+            (1, 12, 2, "repin"),
+            (1, 13, 3, "view"),
+            (1, 14, 4, "repin"),
+            (1, 15, 5, "view"),
+            # user 2 (not validated): the same shape; only the test target and after are cut
+            (2, 20, 0, "repin"),
+            (2, 22, 2, "repin"),
+            (2, 23, 3, "view"),
+            (2, 24, 4, "repin"),
+        ]
+    )
+    kept = item_vector_actions(acts, RULE, validated=np.array([1]))
+    pins = sorted(kept["pin_id"].to_list())
+    # user 1 keeps the history between the two targets (view 13), loses both targets
+    assert pins == [10, 11, 13, 20, 22, 23]
+    assert kept.columns == acts.columns
+
+
+def test_validation_users_are_a_stable_hash_of_the_id() -> None:
+    ids = np.arange(1000, 21000, dtype=np.int64)
+    chosen = validation_users(ids, max_users=2000)
+    assert 1700 < len(chosen) < 2300
+    # the same users whatever the row order: a log and its split agree
+    shuffled = np.random.default_rng(0).permutation(ids)
+    assert np.array_equal(validation_users(shuffled, max_users=2000), chosen)
+    assert np.array_equal(validation_users(ids[:5], max_users=2000), ids[:5])
