@@ -4,9 +4,9 @@ vectors never see evaluation-period data.
 For real logs the split time t (paper protocol) is chosen among weekly midnights to maximise the
 users with history before t and positives in (t, t + 14 days]; item content vectors are built from
 metadata and co-engagement strictly before t (`model_core.item_features`); for leave-one-out the
-cutoff is each user's held-out positive, and the validation users' validation positives are left
-out too (`item_vector_actions`), so that neither the test nor the early-stopping score finds its
-answer in the item vectors. `quick`
+cutoff is each user's held-out positive. The validation users' validation labels are left out too
+(`item_vector_actions`, `paper_item_vector_actions`), so that neither the test nor the
+early-stopping score finds its answer in the item vectors. `quick`
 keeps a few hundred users of a real log (a stable hash of the id) so a smoke run takes minutes.
 """
 
@@ -26,7 +26,7 @@ from model_core.evaluation import is_eval_user
 from model_core.features import FeatureConfig
 from model_core.item_features import item_content_embeddings
 from model_core.timelines import PinCatalog, PositiveRule, Timelines
-from model_core.validation import validation_users
+from model_core.validation import PAPER_HORIZON_DAYS, paper_validation_users, validation_users
 
 QUICK_USERS = 400  # users a --quick run keeps from a real log
 ITEM_DIM = 64  # real logs' item vectors: 32 metadata + 32 co-engagement dimensions
@@ -77,22 +77,38 @@ def load(
     log = _quick(read_source(source, path, **columns), quick)
     split = choose_split(log.actions, log.rule)
     features = log.feature_config(content_dim=ITEM_DIM)
-    cutoff = split
     validated = validation_users(np.unique(log.actions["user_id"].to_numpy()))
     if protocol == "leave_one_out":
-        kept = item_vector_actions(log.actions, log.rule, validated)
-        log = dataclasses.replace(log, actions=kept)
-        cutoff = int(log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
+        vector_log = dataclasses.replace(
+            log, actions=item_vector_actions(log.actions, log.rule, validated)
+        )
+        cutoff = int(vector_log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
+    else:
+        # Every item stays in the catalogue, even one only the held-out users engaged with.
+        engaged = log.actions.select("pin_id").unique()
+        items = pl.concat([log.items, engaged], how="diagonal_relaxed")
+        vector_log = dataclasses.replace(
+            log, actions=paper_item_vector_actions(log.actions, split), items=items
+        )
+        cutoff = split
     cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
     pins = item_content_embeddings(
-        log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
+        vector_log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
     )
     catalog = PinCatalog.from_frame(pins)
-    full = (
-        _quick(read_source(source, path, **columns), quick) if protocol == "leave_one_out" else log
-    )
-    timelines, _ = Timelines.from_actions(full.actions, catalog, features, full.rule)
+    timelines, _ = Timelines.from_actions(log.actions, catalog, features, log.rule)
     return Data(log.name, timelines, catalog, features, split, validated)
+
+
+def paper_item_vector_actions(actions: pl.DataFrame, split_ts: int) -> pl.DataFrame:
+    """The actions the paper protocol's item vectors may read, besides being before t (which
+    `item_content_embeddings` enforces): none of the held-out validation users' actions in the
+    validation window (t - PAPER_HORIZON_DAYS, t], whose positives are the early-stopping
+    labels (`validation.paper_split`; a window it shortens for a short log stays inside)."""
+    start = split_ts - int(PAPER_HORIZON_DAYS * 86_400)
+    ts = actions["ts"].dt.epoch("s").to_numpy()
+    held = paper_validation_users(actions["user_id"].to_numpy().astype(np.int64))
+    return actions.filter(pl.Series(~(held & (ts > start) & (ts <= split_ts))))
 
 
 def item_vector_actions(

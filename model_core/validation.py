@@ -41,6 +41,8 @@ class Split:
 
 
 VALIDATION_USERS = 5000
+PAPER_HELD_OUT = 0.1  # the paper protocol's share of training users held out to validate on
+PAPER_HORIZON_DAYS = 14.0  # ... on their positives in the last this many days before t
 
 
 def validation_users(user_ids: np.ndarray, max_users: int = VALIDATION_USERS) -> np.ndarray:
@@ -48,6 +50,13 @@ def validation_users(user_ids: np.ndarray, max_users: int = VALIDATION_USERS) ->
     validation users, a stable hash of the id so that a log's item vectors and its split agree."""
     fraction = min(1.0, max_users / max(1, len(user_ids)))
     return np.sort(user_ids[is_eval_user(user_ids, fraction, seed=7)])
+
+
+def paper_validation_users(
+    user_ids: np.ndarray, fraction: float = PAPER_HELD_OUT, seed: int = 0
+) -> np.ndarray:
+    """[U] user ids → [U] bool: the paper protocol's held-out validation users (a stable hash)."""
+    return is_eval_user(user_ids, fraction, seed + 101)
 
 
 def _subset(n: int, max_users: int, seed: int) -> np.ndarray:
@@ -83,8 +92,8 @@ def paper_split(
     train_tl: Timelines,
     catalog: PinCatalog,
     split_ts: int,
-    horizon_days: float = 14.0,
-    fraction: float = 0.1,
+    horizon_days: float = PAPER_HORIZON_DAYS,
+    fraction: float = PAPER_HELD_OUT,
     max_users: int = VALIDATION_USERS,
     seed: int = 0,
 ) -> Split:
@@ -92,7 +101,7 @@ def paper_split(
     (split_ts - horizon, split_ts], embedded from their actions before that. A log too short for
     the horizon (Taobao's sample spans 9 days) halves it until some held-out user has history
     before and positives inside the window (down to one day)."""
-    held = is_eval_user(train_tl.user_ids, fraction, seed + 101)
+    held = paper_validation_users(train_tl.user_ids, fraction, seed)
     held_tl = train_tl.select_users(held).before(split_ts)
     while True:
         val_ts = split_ts - int(horizon_days * 86_400)

@@ -1,16 +1,17 @@
-"""What leave-one-out's item vectors may read: no test target, and no validation target of a
+"""What an experiment's item vectors may read: no test target, and no validation label of a
 user whose validation score steers early stopping."""
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from model_core.experiment_data import item_vector_actions
-from model_core.timelines import PositiveRule
-from model_core.validation import validation_users
+from model_core.experiment_data import item_vector_actions, load, paper_item_vector_actions
+from model_core.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.validation import PAPER_HORIZON_DAYS, paper_split, validation_users
 
 RULE = PositiveRule()
 
@@ -62,3 +63,46 @@ def test_validation_users_are_a_stable_hash_of_the_id() -> None:
     shuffled = np.random.default_rng(0).permutation(ids)
     assert np.array_equal(validation_users(shuffled, max_users=2000), chosen)
     assert np.array_equal(validation_users(ids[:5], max_users=2000), ids[:5])
+
+
+def test_paper_item_vectors_leave_out_the_held_out_users_validation_window(
+    tiny_actions: pl.DataFrame, tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    split = int(tiny_actions["ts"].dt.epoch("s").max()) - 3 * 86_400
+    train = tiny_timelines.before(split)
+    val = paper_split(train, tiny_catalog, split)
+    held = np.setdiff1d(train.user_ids, val.train.user_ids)  # held out of training to validate
+    assert len(held) > 0
+    ts = tiny_actions["ts"].dt.epoch("s").to_numpy()
+    window = (ts > split - PAPER_HORIZON_DAYS * 86_400) & (ts <= split)
+    held_in_window = window & np.isin(tiny_actions["user_id"].to_numpy(), held)
+    assert held_in_window.any()
+    # exactly the held-out users' actions in the validation window leave; nothing else does
+    expected = tiny_actions.filter(pl.Series(~held_in_window))
+    assert paper_item_vector_actions(tiny_actions, split).equals(expected)
+
+
+def test_a_real_log_loads_for_both_protocols_with_every_item_in_the_catalogue(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    t0 = 1_600_000_000
+    ratings = [
+        (u, int(i), 4.5, t0 + 86_400 * d + u)
+        for u in range(1, 41)
+        for d, i in enumerate(rng.choice(np.arange(1, 31), size=12, replace=False) * 10)
+    ]
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n"
+        + "".join(f"{u},{i},{r},{t}\n" for u, i, r, t in ratings)
+    )
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        + "".join(f"{i * 10},Film {i} (2000),Drama\n" for i in range(1, 32))
+    )
+    for protocol in ("paper", "leave_one_out"):
+        data = load("movielens", str(tmp_path), False, protocol)
+        assert len(data.catalog) == 31  # movie 310 nobody rated included
+        assert data.timelines.n_users == 40
+        assert len(data.timelines.ts) == len(ratings)
+        assert np.array_equal(data.validation_users, np.arange(1, 41))  # a small log: everyone
