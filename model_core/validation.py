@@ -68,14 +68,14 @@ def leave_one_out_split(history: Timelines, catalog: PinCatalog, users: np.ndarr
     """Validation target = each user's last positive of `history`, for the `users`
     (`validation_users`) that have one; NDCG@10, seen removed."""
     val = leave_one_out(history)
-    keep = np.flatnonzero(np.isin(val.history.user_ids, users))
-    inputs = val.history.select_users(np.isin(np.arange(val.history.n_users), keep))
-    targets = val.target_pin_row[keep]
+    chosen = np.isin(val.history.user_ids, users)
+    inputs = val.history.select_users(chosen)
+    targets = val.target_pin_row[chosen]
     seen = Seen.of(inputs)
 
     def validate(model: Any) -> float:
-        users, items = user_item_vectors(model, inputs, catalog)
-        _, ndcg = hit_and_ndcg_per_user(full_ranks(users, items, targets, seen))
+        user_vecs, items = user_item_vectors(model, inputs, catalog)
+        _, ndcg = hit_and_ndcg_per_user(full_ranks(user_vecs, items, targets, seen))
         return float(ndcg.mean())
 
     # Train on everything but each validated user's target and what follows it; users with too
@@ -85,7 +85,7 @@ def leave_one_out_split(history: Timelines, catalog: PinCatalog, users: np.ndarr
     validated = np.isin(history.user_ids, val.history.user_ids)
     cut[validated] = last_positive(history)[validated]
     train = history.select_rows(np.arange(len(owner)) < cut[owner])
-    return Split(train, validate, len(keep))
+    return Split(train, validate, int(chosen.sum()))
 
 
 def paper_split(
