@@ -41,13 +41,15 @@ def ratio_ci(
     a: np.ndarray, b: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float, float]:
     """mean(a) / mean(b) over the same users, with a percentile bootstrap (lo, hi) resampling
-    users jointly; NaN where b's mean is 0."""
+    users jointly; NaN where b's mean is 0. A resample where b's mean is 0 (b hits a handful of
+    users) has an infinite ratio, so a bound can be inf — never NaN."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, f"paired rows need the same users: {a.shape} vs {b.shape}"
     if a.size == 0 or b.mean() == 0:
         return math.nan, math.nan, math.nan
     means = resampled_means(np.stack([a, b], axis=1), n_boot, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = means[:, 0] / means[:, 1]
-    lo, hi = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2])
+        ratios = means[:, 0] / means[:, 1]  # x / 0 = inf; 0 / 0 = NaN, dropped below
+    # "nearest": interpolating between two infinite ratios would give NaN
+    lo, hi = np.nanquantile(ratios, [alpha / 2, 1 - alpha / 2], method="nearest")
     return float(a.mean() / b.mean()), float(lo), float(hi)

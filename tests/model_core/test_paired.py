@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from model_core.metrics import bootstrap_ci, hit_and_ndcg_per_user
 from model_core.paired import decode_ranks, encode_ranks, per_user_ndcg, ratio_ci
@@ -35,3 +38,16 @@ def test_paired_interval_sees_a_gain_that_separate_intervals_cannot() -> None:
     assert 1.0 < lo < ratio < hi
     assert ratio_ci(b, b) == (1.0, 1.0, 1.0)
     assert all(np.isnan(ratio_ci(a, np.zeros(n))))
+
+
+def test_ratio_interval_is_infinite_not_nan_when_resamples_lose_the_reference() -> None:
+    """A reference that hits two users of 200 has resamples with a zero mean: the upper bound is
+    inf, not NaN (which the results table printed as "nan")."""
+    a = np.full(200, 0.5)
+    b = np.zeros(200)
+    b[:2] = 0.3
+    ratio, lo, hi = ratio_ci(a, b)
+    assert ratio == pytest.approx(0.5 / 0.003)
+    assert np.isfinite(lo)
+    assert lo > 1
+    assert hi == math.inf
