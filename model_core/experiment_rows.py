@@ -17,7 +17,7 @@ same users every seed), and the training statistics (`stats`) of its fits:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,15 @@ def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, 
     return model_metrics_by(model, es, data.catalog, subsets)
 
 
+def _fitted(
+    data: Data, table: str, base: Base, seeds: list[int], fit: Fit, only: list[str] | None
+) -> Iterator[tuple[str, list[tuple[Any, dict[str, Any]]]]]:
+    """Each variant of `table` (only those in `only`, when given) with its (model, stats) per
+    seed."""
+    for name, variant in variants(table, data, only).items():
+        yield name, [fit(variant, variant.change(base(seed))) for seed in seeds]
+
+
 def _mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         k: round(float(np.mean([s[k] for s in stats])), 3)
@@ -80,16 +89,14 @@ def paper_rows(
     only: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
-    for name, variant in variants(table, data, only).items():
+    for name, fitted in _fitted(data, table, base, seeds, fit, only):
         scored: dict[str | None, list[RetrievalMetrics]] = {}
-        stats = []
-        for seed in seeds:
-            model, st = fit(variant, variant.change(base(seed)))
-            stats.append(st)
+        for model, _ in fitted:
             for on, m in _score(table, model, es, data).items():
                 scored.setdefault(on, []).append(m)
+        stats = _mean_stats([st for _, st in fitted])
         for on, metrics in scored.items():
-            rows.append(_paper_row(table, name, metrics, seeds, _mean_stats(stats), on))
+            rows.append(_paper_row(table, name, metrics, seeds, stats, on))
     return rows
 
 
@@ -161,16 +168,13 @@ def loo_rows(
 ) -> list[dict[str, Any]]:
     seen = Seen.of(loo.history)
     rows = []
-    for name, variant in variants(table, data, only).items():
+    for name, fitted in _fitted(data, table, base, seeds, fit, only):
         ranks: dict[str, list[np.ndarray]] = {"": [], "_unfiltered": []}
-        stats = []
-        for seed in seeds:
-            model, st = fit(variant, variant.change(base(seed)))
-            stats.append(st)
+        for model, _ in fitted:
             users, items = user_item_vectors(model, loo.history, data.catalog)
             ranks[""].append(full_ranks(users, items, loo.target_pin_row, seen))
             ranks["_unfiltered"].append(full_ranks(users, items, loo.target_pin_row))
-        rows.append(_loo_row(table, name, ranks, seeds, _mean_stats(stats)))
+        rows.append(_loo_row(table, name, ranks, seeds, _mean_stats([st for _, st in fitted])))
     return rows
 
 
