@@ -4,7 +4,8 @@ base RecipeConfig, a label restriction for Table 5, or a reference SASRec for `p
 - objectives (Table 3), negatives (Table 4), features (Table 6), bce (Table 10: the original
   SASRec loss, BCE with one random negative, vs sampled softmax);
 - inference (Table 2) and multitask (Table 5), paper protocol only;
-- item_ids (beyond the paper): the paper's content-only item tower vs learned ids (table, hashed);
+- item_ids (beyond the paper): the paper's content-only item tower vs learned ids (table, hashed;
+  the table with and without learned metadata-token vectors);
 - peers: the reference SASRecs (`model_core.sasrec`), original BCE recipe and full cross-entropy.
 """
 
@@ -118,6 +119,10 @@ def variants(table: str, data: Data, only: list[str] | None = None) -> dict[str,
             "ids_table": Variant(_model(**id_fields(n, "table"))),
             "ids_hashed": Variant(_model(**id_fields(n, "hashed"))),
         }
+        if data.catalog.tokens is not None:  # the base learns token vectors; this row does not
+            out["ids_table_no_tokens"] = Variant(
+                _model(**id_fields(n, "table"), item_token_vocab=0, item_tokens_per_item=0)
+            )
     else:
         out = {name: Variant(change) for name, change in TABLES[table].items()}
     return {k: v for k, v in out.items() if only is None or k in only}

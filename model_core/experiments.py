@@ -42,13 +42,14 @@ from model_core.evaluation import EvalConfig, build_eval_set
 from model_core.experiment_data import Data, load
 from model_core.experiment_rows import loo_baselines, loo_rows, paper_baselines, paper_rows
 from model_core.experiment_tables import PAPER_ONLY, TABLES, Variant, with_labels
-from model_core.item_ids import id_fields
+from model_core.item_ids import TokenFields, id_fields
 from model_core.leave_one_out import leave_one_out
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.sasrec import SASRecConfig, fit_sasrec
+from model_core.timelines import PinCatalog
 from model_core.trainer import TrainConfig
 from model_core.validation import Split, leave_one_out_split, paper_split
 
@@ -81,6 +82,7 @@ def base_recipe(
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
+    item_tokens: Literal["auto", "none"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -90,7 +92,9 @@ def base_recipe(
     from the latest action for the SASRec objective (`SamplerConfig.window_ends`: every
     position, the most recent always, trains once an epoch; on Amazon's validation split the
     paper's random windows scored about a fifth lower); under the paper protocol "auto" is the
-    paper's random windows."""
+    paper's random windows. `item_tokens="auto"` (beyond the paper) also learns a vector per
+    metadata token of the items (brand, category, genre, title word) where the catalogue has
+    tokens and the ids are a full table (`model_core.item_ids`); "none": ids alone."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
@@ -102,6 +106,7 @@ def base_recipe(
             features=data.features,
             dropout=0.2 if small else 0.0,
             **id_fields(len(data.catalog), item_ids),
+            **token_fields(data.catalog, item_ids, item_tokens),
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,
@@ -118,6 +123,20 @@ def base_recipe(
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
         eval=EvalConfig(seed=0, remove_seen=remove_seen),
     )
+
+
+def token_fields(
+    catalog: PinCatalog, item_ids: str, item_tokens: Literal["auto", "none"]
+) -> TokenFields:
+    """ModelConfig's item-token sizes: the catalogue's (fit narrows them to the tokens that the
+    known items share) when tokens are on, the catalogue has them and ids are a full table."""
+    table = id_fields(len(catalog), item_ids)["item_id_vocab"] > 0
+    if item_tokens == "none" or catalog.tokens is None or not table or not catalog.tokens.any():
+        return {"item_token_vocab": 0, "item_tokens_per_item": 0}
+    return {
+        "item_token_vocab": int(catalog.tokens.max()),
+        "item_tokens_per_item": catalog.tokens.shape[1],
+    }
 
 
 def sasrec_config(
@@ -200,6 +219,7 @@ def run(
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
+    item_tokens: Literal["auto", "none"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -215,7 +235,9 @@ def run(
     data = load(source, path, quick, protocol, item_engagement, **columns)
 
     def base(seed: int) -> RecipeConfig:
-        return base_recipe(data, seed, budget, item_ids, protocol, negatives, remove_seen, windows)
+        return base_recipe(
+            data, seed, budget, item_ids, protocol, negatives, remove_seen, windows, item_tokens
+        )
 
     rows: list[dict[str, Any]] = []
     if protocol == "paper":
@@ -240,6 +262,7 @@ def run(
         "protocol": protocol,
         "budget": dataclasses.asdict(budget),
         "item_ids": item_ids,
+        "item_tokens": item_tokens,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,
         "remove_seen": remove_seen if protocol == "paper" else None,

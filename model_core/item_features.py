@@ -91,6 +91,22 @@ def metadata_vectors(items: pl.DataFrame, dim: int, seed: int) -> np.ndarray:
     return _normalise(meta)
 
 
+def item_tokens(items: pl.DataFrame) -> pl.Series:
+    """items (topic, text) → per item the distinct tokens its metadata vector is built from:
+    "topic=<topic>" and "word=<lower-cased word>" (list of str, empty without metadata). The
+    model may learn a vector per token (`model_core.item_ids`)."""
+    topic = pl.when(pl.col("topic").is_not_null()).then(
+        pl.concat_list(pl.lit("topic=") + pl.col("topic").cast(pl.Utf8))
+    )
+    words = pl.col("text").str.to_lowercase().str.extract_all(_TOKEN.pattern)
+    none = pl.lit([], dtype=pl.List(pl.Utf8))
+    both = pl.concat_list(
+        topic.otherwise(none),
+        words.list.eval(pl.lit("word=") + pl.element()).fill_null(none),
+    )
+    return items.select(tokens=both.list.unique(maintain_order=True))["tokens"]
+
+
 def _orthonormalise(y: np.ndarray) -> np.ndarray:
     """[n, k] → [n, k'] orthonormal basis of its column space (Gram eigendecomposition, twice).
 
@@ -166,7 +182,8 @@ def item_content_embeddings(
     """The `pin_features` contract for a real log, from what is known strictly before `cutoff`.
 
     Returns one row per item in `log.items` ∪ `log.actions`, sorted by pin_id: pin_id Int64,
-    embedding Array(Float32, dim) unit-norm, topic Int32 (nullable). `cutoff` without a time zone
+    embedding Array(Float32, dim) unit-norm, topic Int32 (nullable), tokens List(Utf8) (the
+    metadata's tokens, `item_tokens`). `cutoff` without a time zone
     is UTC. `co_weight` scales the co-engagement part against the metadata part; `engagement`
     = "all" uses every action, not only positives, for the co-engagement graph (useful when
     positives are rare, e.g. Taobao's pv vs cart/fav/buy). See the module docstring for the method.
@@ -201,8 +218,9 @@ def item_content_embeddings(
             "pin_id": pl.Series(ids, dtype=pl.Int64),
             "embedding": pl.Series(embedding),
             "topic": items["topic"].cast(pl.Int32),
+            "tokens": item_tokens(items),
         }
     )
 
 
-__all__ = ["co_engagement_vectors", "item_content_embeddings", "metadata_vectors"]
+__all__ = ["co_engagement_vectors", "item_content_embeddings", "item_tokens", "metadata_vectors"]

@@ -17,6 +17,13 @@ Two layouts:
   still fits a laptop or one GPU;
 - beyond that, HASHED: `n_hashes` independent multiplicative hashes into `buckets` rows, summed
   (the "hashing trick" with several hashes: two colliding items rarely collide under every hash).
+
+With a full table, an item may also carry metadata TOKENS (its topic and the words of its text:
+Amazon's brand and category codes, MovieLens' genres and title words, Taobao's category): each
+token gets a learnable vector too, and an item's vector is E[id] + mean of its tokens' vectors.
+What one item learns about its brand or category then reaches every item that shares it, which a
+per-item id cannot do for the many items with a handful of interactions. Only tokens that at least
+two known items carry get a vector (`shared_tokens`): a token of one item is its id again.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import TypedDict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MAX_TABLE_ITEMS = 1_000_000
@@ -36,6 +44,11 @@ _MULTIPLIERS = (2654435761, 2246822519, 3266489917, 668265263)
 class IdFields(TypedDict):
     item_id_vocab: int
     pin_id_buckets: int
+
+
+class TokenFields(TypedDict):
+    item_token_vocab: int
+    item_tokens_per_item: int
 
 
 def id_fields(n_items: int, mode: str = "auto") -> IdFields:
@@ -55,19 +68,47 @@ def hash_bucket(ids: torch.Tensor, buckets: int, which: int = 0) -> torch.Tensor
     return torch.remainder(ids * _MULTIPLIERS[which], 2**31) % buckets
 
 
+def shared_tokens(tokens: np.ndarray) -> np.ndarray:
+    """[n, A] int64 token codes of n items (0 = none) → the same layout recoded 1..T over the
+    tokens that at least two of the items carry (others dropped), each row's tokens first, and
+    trimmed to the widest row (at least one column)."""
+    codes, counts = np.unique(tokens[tokens > 0], return_counts=True)
+    kept = codes[counts >= 2]
+    pos = np.searchsorted(kept, tokens).clip(max=max(len(kept) - 1, 0))
+    ok = (tokens > 0) & (kept[pos] == tokens) if len(kept) else np.zeros(tokens.shape, bool)
+    recoded = np.where(ok, pos + 1, 0)
+    order = np.argsort(~ok, axis=1, kind="stable")  # kept tokens to the front of each row
+    recoded = np.take_along_axis(recoded, order, axis=1)
+    return recoded[:, : max(1, int(ok.sum(axis=1).max(initial=0)))].astype(np.int64)
+
+
 class ItemIds(nn.Module):
     """ids [...] int64 → [..., dim] float32.
 
     vocab_size > 0: a full table over that many known ids (the `known` buffer, set with
     `set_vocab` and saved in the state dict); otherwise `buckets` rows with `n_hashes` hashes.
+    token_vocab > 0 (full table only): each known id also carries up to `tokens_per_item` token
+    codes in 1..token_vocab (the `item_tokens` buffer), whose learned vectors are averaged in.
     """
 
     known: torch.Tensor
+    item_tokens: torch.Tensor
 
-    def __init__(self, dim: int, vocab_size: int = 0, buckets: int = 0, n_hashes: int = 2) -> None:
+    def __init__(
+        self,
+        dim: int,
+        vocab_size: int = 0,
+        buckets: int = 0,
+        n_hashes: int = 2,
+        token_vocab: int = 0,
+        tokens_per_item: int = 0,
+    ) -> None:
         super().__init__()
         assert (vocab_size > 0) != (buckets > 0), "choose a full table (vocab) or hashing"
         assert 1 <= n_hashes <= len(_MULTIPLIERS), f"n_hashes must be in 1..{len(_MULTIPLIERS)}"
+        assert not token_vocab or (vocab_size and tokens_per_item), (
+            "item tokens need a full id table and tokens_per_item >= 1"
+        )
         self.vocab_size, self.buckets, self.n_hashes = vocab_size, buckets, n_hashes
         rows = vocab_size + 1 if vocab_size else buckets
         self.table = nn.Embedding(rows, dim, padding_idx=0 if vocab_size else None)
@@ -76,13 +117,49 @@ class ItemIds(nn.Module):
             with torch.no_grad():
                 self.table.weight[0].zero_()
         self.register_buffer("known", torch.zeros(vocab_size, dtype=torch.int64))
+        self.tokens: nn.Embedding | None = None
+        if token_vocab:
+            self.tokens = nn.Embedding(token_vocab + 1, dim, padding_idx=0)
+            nn.init.normal_(self.tokens.weight, std=0.02)
+            with torch.no_grad():
+                self.tokens.weight[0].zero_()
+            shape = (vocab_size + 1, tokens_per_item)
+            self.register_buffer("item_tokens", torch.zeros(shape, dtype=torch.int64))
 
-    def set_vocab(self, ids: np.ndarray) -> None:
-        """The known ids ([vocab_size] int64, any order; must be distinct)."""
+    def set_vocab(self, ids: np.ndarray, tokens: np.ndarray | None = None) -> None:
+        """The known ids ([vocab_size] int64, any order; must be distinct) and, with item tokens,
+        their token codes ([vocab_size, ≤ tokens_per_item] int64, 1..token_vocab, 0 = none)."""
         assert len(ids) == self.vocab_size, f"need {self.vocab_size} ids, got {len(ids)}"
-        known = torch.from_numpy(np.sort(np.asarray(ids, dtype=np.int64)))
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        known = torch.from_numpy(ids[order])
         assert bool((known[1:] > known[:-1]).all()), "item ids must be distinct"
         self.known.copy_(known)
+        assert (tokens is not None) == (self.tokens is not None), (
+            "pass tokens exactly when the table was built with token_vocab > 0"
+        )
+        if tokens is not None and self.tokens is not None:
+            width = self.item_tokens.shape[1]
+            assert tokens.shape[0] == len(ids), f"need tokens for {len(ids)} ids: {tokens.shape}"
+            assert tokens.shape[1] <= width, f"at most {width} tokens per id: {tokens.shape}"
+            assert tokens.min() >= 0, "token codes must be >= 0 (0 = none)"
+            assert tokens.max() < self.tokens.num_embeddings, "token codes must be <= token_vocab"
+            self.item_tokens.zero_()
+            self.item_tokens[1:, : tokens.shape[1]] = torch.from_numpy(tokens[order])
+
+    def token_mean(self) -> torch.Tensor:
+        """Sparse [vocab_size + 1, token_vocab + 1]: row r holds 1/n at each of its n tokens
+        (row 0, the unknown id, and rows without tokens are empty). Built per call from the
+        buffer (a few ms), so a loaded state dict is always what it reads."""
+        assert self.tokens is not None, "this table has no item tokens"
+        t = self.item_tokens
+        keep = t > 0
+        row = torch.arange(t.shape[0], device=t.device).unsqueeze(1).expand_as(t)[keep]
+        n = keep.sum(1).clamp_min(1)
+        values = 1.0 / n[row].to(torch.float32)
+        shape = (t.shape[0], self.tokens.num_embeddings)
+        idx = torch.stack([row, t[keep]])  # in range by construction (set_vocab checks codes)
+        return torch.sparse_coo_tensor(idx, values, shape, check_invariants=False)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Full table: ids → rows (1 + position among the known ids; 0 when unknown)."""
@@ -91,7 +168,12 @@ class ItemIds(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.vocab_size:
-            return self.table(self.rows(ids))
+            rows = self.rows(ids)
+            if self.tokens is None:
+                return self.table(rows)
+            # one sparse matmul gives every row's token mean: cheaper than gathering [.., A, D]
+            per_row = self.table.weight + torch.sparse.mm(self.token_mean(), self.tokens.weight)
+            return F.embedding(rows, per_row, padding_idx=0)  # unknown ids stay zero
         out = self.table(hash_bucket(ids, self.buckets, 0))
         for k in range(1, self.n_hashes):
             out = out + self.table(hash_bucket(ids, self.buckets, k))

@@ -14,7 +14,8 @@ Pin tower: an MLP over the content embedding only, L2-normalised.
 
 Beyond the paper (`item_id_vocab` / `pin_id_buckets`): a learnable item-id embedding shared by the
 pin tower (added before the norm) and the user tower's input (one more feature group per action);
-see `model_core.item_ids`. Both 0 is the paper's content-only model.
+see `model_core.item_ids`. Both 0 is the paper's content-only model. With a full table the ids may
+also carry learned vectors of the items' metadata tokens (`item_token_vocab`).
 """
 
 from __future__ import annotations
@@ -50,11 +51,18 @@ class ModelConfig:
     pin_id_buckets: int = 0
     item_id_hashes: int = 2
     item_ids_in_input: bool = True  # also feed E[id] to the user tower as a feature group
+    # With a full table: learned vectors of the items' metadata tokens, averaged into E[id]
+    # (`model_core.item_ids`); item_token_vocab > 0 turns them on (fit sets both sizes).
+    item_token_vocab: int = 0
+    item_tokens_per_item: int = 0
     init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
 
     def __post_init__(self) -> None:
         assert not (self.item_id_vocab and self.pin_id_buckets), (
             "choose item_id_vocab (a full table) or pin_id_buckets (hashing), not both"
+        )
+        assert not self.item_token_vocab or self.item_id_vocab, (
+            "item tokens need a full item-id table (item_id_vocab > 0)"
         )
 
     @property
@@ -184,18 +192,29 @@ class PinTower(nn.Module):
 class PinnerFormer(nn.Module):
     """Both towers plus the learnable softmax temperature (log-parameterised, A.3)."""
 
-    def __init__(self, config: ModelConfig, item_vocab: np.ndarray | None = None) -> None:
-        """item_vocab: [item_id_vocab] int64, the known item ids of a full id table (omit when
-        loading a checkpoint: the ids travel in the state dict)."""
+    def __init__(
+        self,
+        config: ModelConfig,
+        item_vocab: np.ndarray | None = None,
+        item_tokens: np.ndarray | None = None,
+    ) -> None:
+        """item_vocab: [item_id_vocab] int64, the known item ids of a full id table; item_tokens:
+        their [item_id_vocab, ≤ item_tokens_per_item] token codes when tokens are learned (omit
+        both when loading a checkpoint: they travel in the state dict)."""
         super().__init__()
         self.config = config
         item_ids = None
         if config.learns_ids:
             item_ids = ItemIds(
-                config.out_dim, config.item_id_vocab, config.pin_id_buckets, config.item_id_hashes
+                config.out_dim,
+                config.item_id_vocab,
+                config.pin_id_buckets,
+                config.item_id_hashes,
+                config.item_token_vocab,
+                config.item_tokens_per_item,
             )
             if item_vocab is not None:
-                item_ids.set_vocab(item_vocab)
+                item_ids.set_vocab(item_vocab, item_tokens)
         self.user_tower = UserTower(config, item_ids if config.item_ids_in_input else None)
         self.pin_tower = PinTower(
             config.features.content_dim, config.pin_hidden, config.out_dim, item_ids

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from model_core.evaluation import EvalConfig, is_eval_user
+from model_core.item_ids import shared_tokens
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
 from model_core.sampler import SamplerConfig, SequenceSampler
@@ -91,15 +92,27 @@ def fit(
     sampler = SequenceSampler(train_tl, catalog, cfg.sampler, seed=cfg.train.seed)
     sketch = sketch if sketch is not None else label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
-    vocab = None
+    vocab = tokens = None
     if cfg.model.item_id_vocab:
         # Only the items the training data shows get an id row; any other item keeps the zero
         # row and is its content alone. A row it never trains would stay a random vector that
         # the whole-catalogue softmax can only push down, burying every item new since training.
-        vocab = catalog.pin_ids[np.unique(train_tl.pin_row)]
-        cfg = dataclasses.replace(
-            cfg, model=dataclasses.replace(cfg.model, item_id_vocab=len(vocab))
+        rows = np.unique(train_tl.pin_row)
+        vocab = catalog.pin_ids[rows]
+        n_tokens = per_item = 0
+        if cfg.model.item_token_vocab and catalog.tokens is not None:
+            tokens = shared_tokens(catalog.tokens[rows])
+            if tokens.any():
+                n_tokens, per_item = int(tokens.max()), tokens.shape[1]
+            else:
+                tokens = None  # no token is shared by two known items: ids alone
+        model_cfg = dataclasses.replace(
+            cfg.model,
+            item_id_vocab=len(vocab),
+            item_token_vocab=n_tokens,
+            item_tokens_per_item=per_item,
         )
-    model = PinnerFormer(cfg.model, vocab)
+        cfg = dataclasses.replace(cfg, model=model_cfg)
+    model = PinnerFormer(cfg.model, vocab, tokens)
     result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate)
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)

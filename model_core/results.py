@@ -198,6 +198,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
             if ids == "none"
             else f"; items: content + learned ids (`{ids}`, beyond the paper)"
         )
+        if ids != "none" and res.get("item_tokens") == "auto":
+            split += " and learned metadata-token vectors where the log has metadata"
         split += (
             "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
             if res.get("negatives") == "catalog"

@@ -72,22 +72,31 @@ class PinCatalog:
     pin_ids:    [N] int64, sorted ascending
     embeddings: [N, C] float32
     topics:     [N] int64, -1 when unknown
+    tokens:     [N, A] int64 codes of each item's metadata tokens (0 = none), or None; the codes
+                are this catalogue's own (1 + position among its distinct tokens)
     """
 
     pin_ids: np.ndarray
     embeddings: np.ndarray
     topics: np.ndarray
+    tokens: np.ndarray | None = None
 
     @classmethod
     def from_frame(cls, df: pl.DataFrame) -> PinCatalog:
-        """From the `pin_features` contract: pin_id, embedding (list/array of float), topic."""
+        """From the `pin_features` contract: pin_id, embedding (list/array of float), topic, and
+        optionally tokens (list of str: the item's metadata tokens)."""
         df = df.sort("pin_id")
         emb = np.asarray(df["embedding"].to_list(), dtype=np.float32)
         assert emb.ndim == 2, "pin embeddings must all have the same dimension"
         topics = df["topic"].fill_null(-1).to_numpy().astype(np.int64) if "topic" in df else None
         ids = df["pin_id"].to_numpy().astype(np.int64)
         assert np.all(np.diff(ids) > 0), "pin_id must be unique"
-        return cls(ids, emb, topics if topics is not None else np.full(len(ids), -1, np.int64))
+        return cls(
+            ids,
+            emb,
+            topics if topics is not None else np.full(len(ids), -1, np.int64),
+            _token_codes(df["tokens"]) if "tokens" in df else None,
+        )
 
     def __len__(self) -> int:
         return len(self.pin_ids)
@@ -97,6 +106,20 @@ class PinCatalog:
         pos = np.searchsorted(self.pin_ids, pin_ids)
         pos = np.minimum(pos, len(self.pin_ids) - 1)
         return np.where(self.pin_ids[pos] == pin_ids, pos, -1)
+
+
+def _token_codes(tokens: pl.Series) -> np.ndarray:
+    """A list-of-str column → [N, A] int64 codes (1 + position among the distinct tokens,
+    0 = padding; A = the most tokens of one item, at least 1)."""
+    lengths = tokens.list.len().fill_null(0).to_numpy().astype(np.int64)
+    flat = tokens.explode().drop_nulls().to_numpy().astype(str)
+    out = np.zeros((len(lengths), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
+    if len(flat):
+        _, codes = np.unique(flat, return_inverse=True)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        col = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[row, col] = codes + 1
+    return out
 
 
 @dataclass(frozen=True)

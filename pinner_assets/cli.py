@@ -168,6 +168,7 @@ def experiment(args: argparse.Namespace) -> None:
         negatives=args.negatives,
         remove_seen=args.remove_seen,
         windows=args.windows,
+        item_tokens=args.item_tokens,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -179,7 +180,8 @@ def experiment(args: argparse.Namespace) -> None:
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
-        f" --item-ids {args.item_ids} --item-engagement {args.item_engagement}"
+        f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
+        f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
@@ -268,6 +270,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["auto", "table", "hashed", "none"],
         help="how every PinnerFormer variant represents items beyond content: auto = a full id "
         "table up to 1M items, hashed beyond; none = the paper's content-only tower",
+    )
+    e.add_argument(
+        "--item-tokens",
+        default="auto",
+        choices=["auto", "none"],
+        help="beyond the paper: auto = with a full id table, also learn a vector per metadata "
+        "token of the items (brand, category, genre, title word) where the log has metadata; "
+        "none = item ids alone",
     )
     e.add_argument(
         "--item-engagement",

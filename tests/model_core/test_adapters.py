@@ -427,3 +427,23 @@ def test_item_features_are_deterministic_for_a_seed() -> None:
     a, b, c = _embeddings(log), _embeddings(log), _embeddings(log, seed=1)
     assert all(np.array_equal(a[p], b[p]) for p in a)
     assert not np.allclose(a[1], c[1])
+
+
+def test_item_tokens_reach_the_catalogue_as_codes() -> None:
+    """Each item's metadata tokens (topic, lower-cased words) travel with its vector, and the
+    catalogue codes them; an item with no metadata has none."""
+    df = item_content_embeddings(_leak_log([]), CUTOFF, dim=8)
+    tokens = dict(zip(df["pin_id"].to_list(), df["tokens"].to_list(), strict=True))
+    assert tokens[1] == ["topic=1", "word=thing", "word=number", "word=1"]
+    assert tokens[100] == tokens[101] == ["topic=7", "word=the", "word=marker"]
+    catalog = PinCatalog.from_frame(df)
+    assert catalog.tokens is not None
+    assert catalog.tokens.shape == (len(df), 4)
+    codes = dict(zip(catalog.pin_ids.tolist(), catalog.tokens.tolist(), strict=True))
+    assert codes[100] == codes[101]
+    assert 0 not in codes[100][:3]
+    assert codes[100][3] == 0
+    assert codes[1][0] != codes[2][0]  # topics 1 and 0
+    assert set(codes[1]) & set(codes[3]) == {codes[1][0], codes[1][1], codes[1][2]}
+    no_text = pl.DataFrame({"pin_id": [1], "embedding": [[1.0, 0.0]], "topic": [None]})
+    assert PinCatalog.from_frame(no_text).tokens is None  # the contract without tokens

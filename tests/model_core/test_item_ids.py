@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from model_core.features import FeatureConfig
-from model_core.item_ids import MAX_TABLE_ITEMS, ItemIds, id_fields
+from model_core.item_ids import MAX_TABLE_ITEMS, ItemIds, id_fields, shared_tokens
 from model_core.model import ModelConfig, PinnerFormer
 
 
@@ -60,3 +60,47 @@ def test_both_towers_share_one_table_and_it_survives_a_checkpoint() -> None:
     moved = model.pin_tower(content, ids)
     assert not torch.allclose(moved[1], again.pin_tower(content, ids)[1])
     assert_close(moved[[0, 2]], again.pin_tower(content, ids)[[0, 2]])
+
+
+def test_shared_tokens_keep_tokens_two_items_carry_recoded_and_packed() -> None:
+    tokens = np.array([[7, 3, 9], [3, 0, 0], [9, 5, 0], [5, 0, 0]])
+    # 3, 9 and 5 are shared (codes 1, 3, 2 by value order); 7 is one item's only: dropped
+    assert shared_tokens(tokens).tolist() == [[1, 3], [1, 0], [3, 2], [2, 0]]
+    assert shared_tokens(np.array([[4], [6]])).tolist() == [[0], [0]]  # nothing shared
+
+
+def test_an_item_vector_is_its_id_plus_the_mean_of_its_tokens() -> None:
+    torch.manual_seed(0)
+    table = ItemIds(dim=4, vocab_size=3, token_vocab=2, tokens_per_item=2)
+    table.set_vocab(np.array([70, 10, 40]), tokens=np.array([[1, 2], [1, 0], [0, 0]]))
+    ids = torch.tensor([10, 40, 70, 55])
+    out = table(ids)
+    e, t = table.table.weight, table.tokens.weight  # type: ignore[union-attr]
+    assert_close(out[0], e[1] + t[1])  # id 10 (row 1) carries token 1
+    assert_close(out[1], e[2])  # id 40 carries none
+    assert_close(out[2], e[3] + (t[1] + t[2]) / 2)  # id 70 carries both
+    assert torch.all(out[3] == 0)  # unknown: nothing, not even tokens
+    # What id 10 learns about token 1 reaches id 70, which shares it; id 40 shares nothing.
+    out[0].sum().backward()
+    assert t.grad is not None
+    assert torch.all(t.grad[1] != 0)
+    assert torch.all(t.grad[2] == 0)
+    assert torch.all(table.table.weight.grad[0] == 0)  # type: ignore[index]
+
+
+def test_token_vectors_travel_in_the_checkpoint() -> None:
+    cfg = ModelConfig(
+        features=FeatureConfig(content_dim=4), max_len=8, hidden=16, out_dim=8,
+        item_id_vocab=3, item_token_vocab=2, item_tokens_per_item=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = PinnerFormer(cfg, np.array([5, 6, 7]), np.array([[1, 2], [2, 0], [0, 0]]))
+    again = PinnerFormer(cfg)  # ids and their tokens travel in the state dict
+    again.load_state_dict(model.state_dict())
+    content, ids = torch.randn(3, 4), torch.tensor([5, 6, 7])
+    assert_close(model.pin_tower(content, ids), again.pin_tower(content, ids))
+    with torch.no_grad():
+        model.pin_tower.item_ids.tokens.weight[2] += 1.0  # type: ignore[union-attr]
+    moved = model.pin_tower(content, ids)  # token 2 is carried by ids 5 and 6, not 7
+    assert not torch.allclose(moved[:2], again.pin_tower(content, ids)[:2])
+    assert_close(moved[2], again.pin_tower(content, ids)[2])

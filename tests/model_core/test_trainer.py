@@ -253,3 +253,28 @@ def test_the_training_job_holds_users_out_for_early_stopping(
     fitted = fit(train_tl, tiny_catalog, cfg, validate=validate)
     assert fitted.result.best_score is not None
     assert 0.0 <= fitted.result.best_score <= 1.0
+
+
+def test_fit_learns_vectors_for_the_tokens_known_items_share(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """With item tokens on, fit gives a token a vector only if two items of the training data
+    carry it; the trained table then moves items that share a token together."""
+    n = len(tiny_catalog)
+    tokens = np.zeros((n, 2), dtype=np.int64)
+    tokens[:, 0] = 1 + np.arange(n) % 3  # three shared "topics"
+    tokens[0, 1] = 4  # a token of one item only: no vector
+    catalog = dataclasses.replace(tiny_catalog, tokens=tokens)
+    cfg = small_recipe(catalog.embeddings.shape[1], steps=5)
+    model_cfg = dataclasses.replace(
+        cfg.model, item_id_vocab=n, item_token_vocab=4, item_tokens_per_item=2
+    )
+    model = fit(tiny_timelines, catalog, dataclasses.replace(cfg, model=model_cfg)).model
+    shown = np.unique(tiny_timelines.pin_row)
+    assert model.config.item_token_vocab == len(np.unique(tokens[shown, 0])) == 3
+    assert model.config.item_tokens_per_item == 1
+    table = model.pin_tower.item_ids
+    assert table is not None
+    assert table.tokens is not None
+    assert table.tokens.weight.shape == (4, model.config.out_dim)
+    assert table.item_tokens[1:, 0].tolist() == (tokens[shown, 0]).tolist()  # codes kept in order
