@@ -198,6 +198,8 @@ class Trainer:
                 "stop_reason": r.stop_reason,
                 "sequences_per_s": r.sequences_per_s,
                 "windows": recipe.sampler.windows,
+                # learned vectors for the items' metadata tokens (fit's narrowed config)
+                "item_tokens": model.config.item_token_vocab > 0,
             }
         stats["seconds_per_epoch"] = stats["train_seconds"] / max(stats["epochs"], 1e-9)
         self._fitted[key] = (model, stats)

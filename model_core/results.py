@@ -112,11 +112,13 @@ def _train(r: dict[str, Any]) -> str:
 
 
 def _label(row: dict[str, Any]) -> str:
-    """The variant, with PinnerFormer's training windows when they are not the paper's."""
+    """The variant, with PinnerFormer's training windows when they are not the paper's and
+    "+ tokens" when its items learned metadata-token vectors."""
+    label = row["variant"] + (" + tokens" if row.get("item_tokens") else "")
     windows = row.get("windows")
     if windows in (None, "random"):
-        return row["variant"]
-    return f"{row['variant']} ({windows} windows)"
+        return label
+    return f"{label} ({windows} windows)"
 
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -267,8 +269,11 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a row distinct within a section: the same variant on other training windows
-    (`--windows`) is another row."""
-    return (row["table"], row["variant"], row.get("scored_on"), row.get("windows"))
+    (`--windows`), or with item-token vectors, is another row."""
+    return (
+        row["table"], row["variant"], row.get("scored_on"), row.get("windows"),
+        bool(row.get("item_tokens")),
+    )  # fmt: skip
 
 
 def render_files(paths: list[Path], out: Path, commands: list[str], notes: str = "") -> None:

@@ -153,7 +153,9 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     content_only = result([("objectives", "sasrec")], ids="none")
     tiled = result([("objectives", "sasrec")], minutes=12.0)  # the same variant, other windows
     tiled["rows"][0]["windows"] = "tiled"
-    merged = merge([pf, peers, longer, content_only, tiled])
+    tokens = result([("objectives", "sasrec")], minutes=12.0)  # ... and with token vectors
+    tokens["rows"][0] |= {"windows": "tiled", "item_tokens": True}
+    merged = merge([pf, peers, longer, content_only, tiled, tokens])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
         [
             ("baselines", "popularity"),
@@ -161,11 +163,12 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
             ("peers", "sasrec_ce"),
             ("peers", "sasrec_reference"),
             ("objectives", "sasrec"),
+            ("objectives", "sasrec"),
         ],
         [("objectives", "sasrec")],
     ]
     caps = [(r.get("budget") or {}).get("max_minutes") for r in merged[0]["rows"]]
-    assert caps == [None, 5.0, 25.0, 5.0, 12.0]
+    assert caps == [None, 5.0, 25.0, 5.0, 12.0, 12.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
     assert "budget" not in pf["rows"][1]
     text = render(merged[:1], [])
@@ -174,4 +177,5 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     assert "patience 10" in text
     assert "code: abc1234" in text  # the commit that produced the rows
     assert "| sasrec (tiled windows) |" in text
+    assert "| sasrec + tokens (tiled windows) |" in text
     assert "| sasrec |" in text
