@@ -42,14 +42,13 @@ from model_core.evaluation import EvalConfig, build_eval_set
 from model_core.experiment_data import Data, load
 from model_core.experiment_rows import loo_baselines, loo_rows, paper_baselines, paper_rows
 from model_core.experiment_tables import PAPER_ONLY, TABLES, Variant, with_labels
-from model_core.item_ids import TokenFields, id_fields
+from model_core.item_ids import id_fields, token_fields
 from model_core.leave_one_out import leave_one_out
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.sasrec import SASRecConfig, fit_sasrec
-from model_core.timelines import PinCatalog
 from model_core.trainer import TrainConfig
 from model_core.validation import Split, leave_one_out_split, paper_split
 
@@ -106,7 +105,7 @@ def base_recipe(
             features=data.features,
             dropout=0.2 if small else 0.0,
             **id_fields(len(data.catalog), item_ids),
-            **token_fields(data.catalog, item_ids, item_tokens),
+            **token_fields(data.catalog.tokens, len(data.catalog), item_ids, item_tokens),
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,
@@ -123,20 +122,6 @@ def base_recipe(
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
         eval=EvalConfig(seed=0, remove_seen=remove_seen),
     )
-
-
-def token_fields(
-    catalog: PinCatalog, item_ids: str, item_tokens: Literal["auto", "none"]
-) -> TokenFields:
-    """ModelConfig's item-token sizes: the catalogue's (fit narrows them to the tokens that the
-    known items share) when tokens are on, the catalogue has them and ids are a full table."""
-    table = id_fields(len(catalog), item_ids)["item_id_vocab"] > 0
-    if item_tokens == "none" or catalog.tokens is None or not table or not catalog.tokens.any():
-        return {"item_token_vocab": 0, "item_tokens_per_item": 0}
-    return {
-        "item_token_vocab": int(catalog.tokens.max()),
-        "item_tokens_per_item": catalog.tokens.shape[1],
-    }
 
 
 def sasrec_config(

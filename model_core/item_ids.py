@@ -63,6 +63,21 @@ def id_fields(n_items: int, mode: str = "auto") -> IdFields:
     raise ValueError(f"item id mode must be auto, table, hashed or none, got {mode!r}")
 
 
+def token_fields(
+    tokens: np.ndarray | None, n_items: int, mode: str = "auto", tokens_mode: str = "auto"
+) -> TokenFields:
+    """ModelConfig's item-token sizes for a catalogue of `n_items` whose items carry `tokens`
+    ([n_items, A] codes, 0 = none; None = no metadata): on ("auto") when there are tokens and the
+    ids (`mode`, as `id_fields`) are a full table; fit narrows the sizes to the tokens the known
+    items share. "none": ids alone."""
+    table = id_fields(n_items, mode)["item_id_vocab"] > 0
+    if tokens_mode not in ("auto", "none"):
+        raise ValueError(f"item tokens must be auto or none, got {tokens_mode!r}")
+    if tokens_mode == "none" or tokens is None or not table or not tokens.any():
+        return {"item_token_vocab": 0, "item_tokens_per_item": 0}
+    return {"item_token_vocab": int(tokens.max()), "item_tokens_per_item": tokens.shape[1]}
+
+
 def hash_bucket(ids: torch.Tensor, buckets: int, which: int = 0) -> torch.Tensor:
     """[N] int64 ids → [N] int64 in [0, buckets), with the `which`-th multiplicative hash."""
     return torch.remainder(ids * _MULTIPLIERS[which], 2**31) % buckets

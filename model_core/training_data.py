@@ -4,7 +4,7 @@ reads (timelines, pin catalogue, count-min sketch).
 Layout under a data URL (a local path, file://, s3://, gs://, ...):
 
     timelines/part-00000.parquet ...   flat rows, users split by a stable hash (`user_shard`)
-    catalog.parquet                    pin_id, embedding FLOAT[C], topic
+    catalog.parquet                    pin_id, embedding FLOAT[C], topic (, tokens: int64 codes)
     sketch.parquet                     one row per sketch row: counts [width] int64
     _SUCCESS                           written last; a directory without it is incomplete
 
@@ -91,10 +91,11 @@ def write_training_data(
             pq.write_table(table, f)
     dim = catalog.embeddings.shape[1]
     emb = pa.FixedSizeListArray.from_arrays(pa.array(catalog.embeddings.reshape(-1)), dim)
+    columns = {"pin_id": catalog.pin_ids, "embedding": emb, "topic": catalog.topics}
+    if catalog.tokens is not None:
+        columns["tokens"] = pa.array(list(catalog.tokens), type=pa.list_(pa.int64()))
     with fs.open(_join(root, "catalog.parquet"), "wb") as f:
-        pq.write_table(
-            pa.table({"pin_id": catalog.pin_ids, "embedding": emb, "topic": catalog.topics}), f
-        )
+        pq.write_table(pa.table(columns), f)
     meta = {"width": sketch.width, "depth": sketch.depth, "seed": sketch.seed}
     counts = pa.array(list(sketch.table), type=pa.list_(pa.int64()))
     sketch_table = pa.table({"counts": counts}).replace_schema_metadata(
@@ -133,6 +134,9 @@ def read_training_data(url: str) -> TrainingData:
         .reshape(-1, dim)
         .copy(),
         topics=cat["topic"].to_numpy().astype(np.int64),
+        tokens=np.asarray(cat["tokens"].to_pylist(), dtype=np.int64)
+        if "tokens" in cat.column_names
+        else None,
     )
     with fs.open(_join(root, "sketch.parquet"), "rb") as f:
         sk = pq.read_table(f)

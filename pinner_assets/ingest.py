@@ -391,16 +391,21 @@ def raw_actions(
 def pin_features(
     source: ActionSource, split: EvaluationSplit, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    """Item content embeddings (the PinSage stand-in): pin_id, embedding FLOAT[d], topic.
+    """Item content embeddings (the PinSage stand-in): pin_id, embedding FLOAT[d], topic, and the
+    item's metadata tokens VARCHAR[] (empty without metadata), which the model may learn vectors
+    for (`model_core.item_ids`).
 
     For a real log they are built from its metadata and co-engagement strictly before 00:00 UTC
     of the day after split.train_end_date (the last training day), so nothing from the
     evaluation period leaks into an item vector (ActionSource.load_pins).
     """
-    df = source.load_pins(split.train_end).select(
+    pins = source.load_pins(split.train_end)
+    no_tokens = pl.lit([], dtype=pl.List(pl.Utf8))  # sources without metadata (synthetic)
+    df = pins.select(
         pl.col("pin_id").cast(pl.Int64),
         pl.col("embedding").cast(pl.List(pl.Float32)),
         pl.col("topic").cast(pl.Int32),
+        (pl.col("tokens") if "tokens" in pins.columns else no_tokens).alias("tokens"),
     )
     emb = np.asarray(df["embedding"].to_list(), dtype=np.float32)
     finite = bool(np.isfinite(emb).all()) and emb.ndim == 2
@@ -413,7 +418,7 @@ def pin_features(
             con.register("_pins", df.to_arrow())
             con.execute(
                 f"CREATE TABLE pin_features AS SELECT pin_id, "
-                f"embedding::FLOAT[{dim}] AS embedding, topic FROM _pins"
+                f"embedding::FLOAT[{dim}] AS embedding, topic, tokens FROM _pins"
             )
             con.execute("COMMIT")
     return dg.MaterializeResult(

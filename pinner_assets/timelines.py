@@ -134,8 +134,12 @@ def explode(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def load_catalog(con: duckdb.DuckDBPyConnection) -> PinCatalog:
-    df = con.execute("SELECT pin_id, embedding, topic FROM pin_features ORDER BY pin_id").pl()
-    return PinCatalog.from_frame(df)
+    """The stored pin features as a catalogue (a table written before items carried metadata
+    tokens has no tokens column: its catalogue has no tokens)."""
+    columns = {r[0] for r in con.execute("DESCRIBE pin_features").fetchall()}
+    tokens = ", tokens" if "tokens" in columns else ""
+    df = con.execute(f"SELECT pin_id, embedding, topic{tokens} FROM pin_features ORDER BY pin_id")
+    return PinCatalog.from_frame(df.pl())
 
 
 def model_features(vocab: FeatureConfig, catalog: PinCatalog) -> FeatureConfig:

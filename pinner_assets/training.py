@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
+import numpy as np
 import torch
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from model_core.features import FeatureConfig
-from model_core.item_ids import id_fields
+from model_core.item_ids import id_fields, token_fields
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
 from model_core.recipe import RecipeConfig, label_sketch
@@ -132,10 +133,23 @@ class ModelTraining(dg.Config):
         "synthetic world), the paper's tower cannot rank popular pins above unpopular ones of "
         "the same topic. `pinner compare` measures both.",
     )
+    item_tokens: Literal["auto", "none"] = Field(
+        default="auto",
+        description="Beyond the paper: with a full id table, also learn a vector per metadata "
+        "token of the pins (pin_features.tokens: topic, words of the text) and add their mean "
+        "to each pin's id vector (model_core.item_ids). auto = where the pins carry tokens; "
+        "none = ids alone.",
+    )
 
-    def recipe(self, features: FeatureConfig, device: str, n_items: int) -> RecipeConfig:
+    def recipe(
+        self,
+        features: FeatureConfig,
+        device: str,
+        n_items: int,
+        tokens: np.ndarray | None = None,
+    ) -> RecipeConfig:
         """`features`: the source's vocabulary with the pin features' content width;
-        `n_items`: the catalogue size (the id table's)."""
+        `n_items`: the catalogue size (the id table's); `tokens`: its pins' token codes."""
         return RecipeConfig(
             model=ModelConfig(
                 features=features,
@@ -144,6 +158,7 @@ class ModelTraining(dg.Config):
                 n_layers=self.n_layers,
                 out_dim=self.out_dim,
                 **id_fields(n_items, self.item_ids),
+                **token_fields(tokens, n_items, self.item_ids, self.item_tokens),
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days
@@ -206,7 +221,8 @@ def trained_model(
     timelines, catalog = load_training_timelines(duckdb, source)
     sketch = CountMinSketch.load(storage.path(*SKETCH_FILE))
     device = str(resolve_device(compute.device))
-    recipe = config.recipe(model_features(source.feature_config(), catalog), device, len(catalog))
+    features = model_features(source.feature_config(), catalog)
+    recipe = config.recipe(features, device, len(catalog), catalog.tokens)
     # torchrun through Dagster Pipes (pinner_assets.launch): logs stream in, resumes when killed
     fitted, launch_metadata = launch_training(
         context, storage, compute, timelines, catalog, sketch, recipe

@@ -147,6 +147,9 @@ def test_taobao_log_runs_through_the_pipeline(tmp_path: Path) -> None:
         # item vectors for every item of the file, also the one seen only in the dropped row
         pins = {r[0] for r in con.execute("SELECT pin_id FROM pin_features").fetchall()}
         assert pins == {*fixture["item_id"].to_list(), OUT_OF_PERIOD_ITEM}
+        # ... each with its metadata tokens (Taobao: the category), for the model to learn
+        tokens = dict(con.execute("SELECT pin_id, tokens FROM pin_features").fetchall())
+        assert tokens[123] == ["topic=12"]
     finally:
         con.close()
 
@@ -173,6 +176,8 @@ def test_taobao_log_runs_through_the_pipeline(tmp_path: Path) -> None:
     features = state["model_config"]["features"]
     assert tuple(features["action_types"]) == TAOBAO_ACTION_TYPES
     assert tuple(features["surfaces"]) == ("app",)
+    # ... and a vector per category that two of its training items share
+    assert state["model_config"]["item_token_vocab"] >= 2
 
 
 def test_taobao_source_reads_a_log_once_with_its_rule(tmp_path: Path) -> None:
