@@ -4,7 +4,9 @@
 # beats two threads fighting over both cores). Every model trains to convergence on a validation
 # split (early stopping, best weights restored) within --max-minutes per variant and seed; the
 # PinnerFormer recipe is the default one (learned item ids; the whole catalogue as negatives up to
-# 100k items; under leave-one-out the SASRec objective trains on tiled windows, `--windows auto`).
+# 100k items; under leave-one-out the SASRec objective trains on tiled windows, `--windows auto`;
+# learned vectors for the items' metadata tokens, `--item-tokens auto`). The rows made before the
+# token vectors existed run with `--item-tokens none`: they are the ids-alone rows beside them.
 #   1. the headline on MovieLens latest-small: PinnerFormer (dense all action, SASRec objective)
 #      vs the reference SASRecs, leave-one-out, 3 seeds; the Taobao sample likewise; the paper
 #      protocol on Taobao (3 seeds); then the paper's tables on the synthetic world;
@@ -20,6 +22,7 @@
 # Usage: scripts/reproduce_results.sh   (PINNER_DATASETS_DIR, default ../shared/datasets;
 #        ML_MINUTES, default 12; ML_CE_MINUTES for the cross-entropy SASRec, which needs ~80
 #        epochs there, default 25; TAOBAO_MINUTES, default 4; AMAZON_MINUTES, default 12;
+#        AMAZON_CE_MINUTES for the cross-entropy SASRec there, still rising at 12, default 25;
 #        SYNTHETIC_MINUTES, default 5; PAPER_MINUTES for the paper protocol, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,7 @@ ML_M=${ML_MINUTES:-12}
 ML_CE_M=${ML_CE_MINUTES:-25}
 TB_M=${TAOBAO_MINUTES:-4}
 AZ_M=${AMAZON_MINUTES:-12}
+AZ_CE_M=${AMAZON_CE_MINUTES:-25}
 SY_M=${SYNTHETIC_MINUTES:-5}
 PAPER_M=${PAPER_MINUTES:-3}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -45,28 +49,38 @@ timed() {
 
 stream1() {
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --variants sasrec --patience 10 \
+    --tables objectives --item-tokens none --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --variants dense_all_action \
+    --tables objectives --variants sasrec --patience 10 \
+    --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_tokens.json
+  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
+    --tables objectives --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_dense.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --variants dense_all_action \
+    --tables objectives --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --variants sasrec \
+    --tables objectives --item-tokens none --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --variants sasrec --windows random \
+    --tables objectives --variants sasrec \
+    --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_tokens.json
+  timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
+    --tables objectives --item-tokens none --variants sasrec --windows random \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_random.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives,peers --variants dense_all_action,sasrec_reference,sasrec_ce \
+    --tables objectives,peers --item-tokens none \
+    --variants dense_all_action,sasrec_reference,sasrec_ce \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --variants sasrec \
+    --tables objectives --item-tokens none --variants sasrec \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_sasrec.json
+  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
+    --tables objectives --variants dense_all_action \
+    --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_tokens.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol paper \
-    --tables objectives --variants dense_all_action_k28,sasrec \
+    --tables objectives --item-tokens none --variants dense_all_action_k28,sasrec \
     --seeds 0,1,2 --max-minutes "$PAPER_M" --out results/taobao_paper.json
   timed $PINNER experiment --source synthetic --protocol paper \
     --tables objectives,item_ids,inference,bce,negatives,multitask,features \
@@ -81,16 +95,16 @@ stream2() {
     --tables peers --variants sasrec_ce --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_CE_M" --out results/movielens_loo_ce.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --variants sasrec --windows random --patience 10 \
+    --tables objectives --item-tokens none --variants sasrec --windows random --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_random.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables peers --variants sasrec_ce \
-    --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_ce.json
+    --seeds 0,1,2 --max-minutes "$AZ_CE_M" --out results/amazon_loo_ce.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables peers --variants sasrec_reference \
     --seeds 0 --max-minutes "$AZ_M" --out results/amazon_loo_bce.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol paper \
-    --tables objectives --variants dense_all_action_k28,sasrec --remove-seen \
+    --tables objectives --item-tokens none --variants dense_all_action_k28,sasrec --remove-seen \
     --seeds 0,1,2 --max-minutes "$PAPER_M" --out results/amazon_paper.json
 }
 
