@@ -186,8 +186,11 @@ class ItemIds(nn.Module):
             rows = self.rows(ids)
             if self.tokens is None:
                 return self.table(rows)
-            # one sparse matmul gives every row's token mean: cheaper than gathering [.., A, D]
-            per_row = self.table.weight + torch.sparse.mm(self.token_mean(), self.tokens.weight)
+            # one sparse matmul gives every row's token mean: cheaper than gathering [.., A, D];
+            # in fp32 even under bf16 autocast (its backward cannot mix the two)
+            with torch.autocast(self.table.weight.device.type, enabled=False):
+                mean = torch.sparse.mm(self.token_mean(), self.tokens.weight)
+            per_row = self.table.weight + mean
             return F.embedding(rows, per_row, padding_idx=0)  # unknown ids stay zero
         out = self.table(hash_bucket(ids, self.buckets, 0))
         for k in range(1, self.n_hashes):

@@ -104,3 +104,18 @@ def test_token_vectors_travel_in_the_checkpoint() -> None:
     moved = model.pin_tower(content, ids)  # token 2 is carried by ids 5 and 6, not 7
     assert not torch.allclose(moved[:2], again.pin_tower(content, ids)[:2])
     assert_close(moved[2], again.pin_tower(content, ids)[2])
+
+
+def test_token_vectors_train_under_bf16_autocast() -> None:
+    """The pipeline trains under bf16 autocast on CUDA (and on CPUs when asked): the token mean
+    must stay fp32 so that its backward does not mix bf16 gradients with the fp32 matrix."""
+    torch.manual_seed(0)
+    table = ItemIds(dim=4, vocab_size=3, token_vocab=2, tokens_per_item=2)
+    table.set_vocab(np.array([70, 10, 40]), tokens=np.array([[1, 2], [1, 0], [0, 0]]))
+    head = torch.nn.Linear(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = head(table(torch.tensor([10, 40, 70]))).float().square().sum()
+    loss.backward()
+    assert table.tokens is not None
+    assert table.tokens.weight.grad is not None
+    assert torch.all(table.tokens.weight.grad[1] != 0)
