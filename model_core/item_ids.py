@@ -97,6 +97,16 @@ def shared_tokens(tokens: np.ndarray) -> np.ndarray:
     return recoded[:, : max(1, int(ok.sum(axis=1).max(initial=0)))].astype(np.int64)
 
 
+def _embedding(rows: int, dim: int, padded: bool) -> nn.Embedding:
+    """N(0, 0.02) rows; `padded`: row 0 is a fixed zero (padding_idx 0, never trained)."""
+    table = nn.Embedding(rows, dim, padding_idx=0 if padded else None)
+    nn.init.normal_(table.weight, std=0.02)
+    if padded:
+        with torch.no_grad():
+            table.weight[0].zero_()
+    return table
+
+
 class ItemIds(nn.Module):
     """ids [...] int64 → [..., dim] float32.
 
@@ -126,18 +136,11 @@ class ItemIds(nn.Module):
         )
         self.vocab_size, self.buckets, self.n_hashes = vocab_size, buckets, n_hashes
         rows = vocab_size + 1 if vocab_size else buckets
-        self.table = nn.Embedding(rows, dim, padding_idx=0 if vocab_size else None)
-        nn.init.normal_(self.table.weight, std=0.02)
-        if vocab_size:
-            with torch.no_grad():
-                self.table.weight[0].zero_()
+        self.table = _embedding(rows, dim, padded=bool(vocab_size))
         self.register_buffer("known", torch.zeros(vocab_size, dtype=torch.int64))
         self.tokens: nn.Embedding | None = None
         if token_vocab:
-            self.tokens = nn.Embedding(token_vocab + 1, dim, padding_idx=0)
-            nn.init.normal_(self.tokens.weight, std=0.02)
-            with torch.no_grad():
-                self.tokens.weight[0].zero_()
+            self.tokens = _embedding(token_vocab + 1, dim, padded=True)
             shape = (vocab_size + 1, tokens_per_item)
             self.register_buffer("item_tokens", torch.zeros(shape, dtype=torch.int64))
 
