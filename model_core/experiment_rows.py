@@ -74,7 +74,7 @@ def _mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         for k in ("train_seconds", "epochs", "best_epoch", "seconds_per_epoch", "sequences_per_s")
     }
     out["stop_reasons"] = sorted({s["stop_reason"] for s in stats})
-    for key in ("windows", "item_tokens"):  # PinnerFormer rows only
+    for key in ("windows", "item_tokens", "bf16"):  # PinnerFormer rows only
         if key in stats[0]:
             out[key] = stats[0][key]
     return out

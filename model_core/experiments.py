@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from model_core.evaluation import EvalConfig, build_eval_set
 from model_core.experiment_data import Data, load
 from model_core.experiment_rows import loo_baselines, loo_rows, paper_baselines, paper_rows
@@ -49,7 +51,7 @@ from model_core.model import ModelConfig
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.sasrec import SASRecConfig, fit_sasrec
-from model_core.trainer import TrainConfig
+from model_core.trainer import TrainConfig, amp_dtype
 from model_core.validation import Split, leave_one_out_split, paper_split
 
 SMALL_LOG_ACTIONS = 1_000_000  # below this, dropout 0.2 (the SASRec setting for small logs)
@@ -82,6 +84,7 @@ def base_recipe(
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
     item_tokens: Literal["auto", "none"] = "auto",
+    amp: Literal["auto", "on", "off"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -93,7 +96,8 @@ def base_recipe(
     paper's random windows scored about a fifth lower); under the paper protocol "auto" is the
     paper's random windows. `item_tokens="auto"` (beyond the paper) also learns a vector per
     metadata token of the items (brand, category, genre, title word) where the catalogue has
-    tokens and the ids are a full table (`model_core.item_ids`); "none": ids alone."""
+    tokens and the ids are a full table (`model_core.item_ids`); "none": ids alone. `amp`:
+    PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
@@ -118,6 +122,7 @@ def base_recipe(
             max_minutes=budget.max_minutes,
             seed=seed,
             log_every=50,
+            amp=amp,
         ),
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
         eval=EvalConfig(seed=0, remove_seen=remove_seen),
@@ -185,6 +190,8 @@ class Trainer:
                 "windows": recipe.sampler.windows,
                 # learned vectors for the items' metadata tokens (fit's narrowed config)
                 "item_tokens": model.config.item_token_vocab > 0,
+                "bf16": amp_dtype(next(model.parameters()).device, recipe.train.amp)
+                == torch.bfloat16,
             }
         stats["seconds_per_epoch"] = stats["train_seconds"] / max(stats["epochs"], 1e-9)
         self._fitted[key] = (model, stats)
@@ -207,6 +214,7 @@ def run(
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
     item_tokens: Literal["auto", "none"] = "auto",
+    amp: Literal["auto", "on", "off"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -223,7 +231,16 @@ def run(
 
     def base(seed: int) -> RecipeConfig:
         return base_recipe(
-            data, seed, budget, item_ids, protocol, negatives, remove_seen, windows, item_tokens
+            data,
+            seed,
+            budget,
+            item_ids,
+            protocol,
+            negatives,
+            remove_seen,
+            windows,
+            item_tokens,
+            amp,
         )
 
     rows: list[dict[str, Any]] = []
@@ -250,6 +267,7 @@ def run(
         "budget": dataclasses.asdict(budget),
         "item_ids": item_ids,
         "item_tokens": item_tokens,
+        "amp": amp,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,
         "remove_seen": remove_seen if protocol == "paper" else None,

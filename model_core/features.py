@@ -165,10 +165,17 @@ class SeqBatch:
         positions = torch.arange(self.ts.shape[1], device=self.ts.device)
         return positions.unsqueeze(0) < self.lengths.unsqueeze(1)
 
+    @property
+    def tokens(self) -> torch.Tensor:
+        """[T] int64: the real actions' flat positions b·M + i, ascending (so the action at
+        (b, i) is the (cumsum(lengths)[b] - lengths[b] + i)-th)."""
+        return self.valid.flatten().nonzero().squeeze(1)
+
 
 class ActionEncoder(nn.Module):
-    """SeqBatch (+ item-id embeddings [B, M, item_id_dim]) → a: [B, M, D_in] float32, zeros at
-    padding."""
+    """SeqBatch (+ item-id embeddings) → a_i ∈ R^{D_in} for every real action: `encode` gives
+    them packed ([T, D_in], what the user tower runs on), `forward` padded ([B, M, D_in], zeros
+    at padding)."""
 
     def __init__(self, config: FeatureConfig, item_id_dim: int = 0) -> None:
         super().__init__()
@@ -186,6 +193,21 @@ class ActionEncoder(nn.Module):
         )
 
     def forward(self, batch: SeqBatch, item_id_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, M, D_in], zeros at padding; item_id_emb: [B, M, item_id_dim]."""
+        B, M = batch.ts.shape
+        tokens = batch.tokens
+        ids = None if item_id_emb is None else item_id_emb.flatten(0, 1)[tokens]
+        a = self.encode(batch, tokens, ids)
+        out = a.new_zeros(B * M, a.shape[-1])
+        out[tokens] = a
+        return out.view(B, M, -1)
+
+    def encode(
+        self, batch: SeqBatch, tokens: torch.Tensor, item_id_emb: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[T, D_in]: the real actions only, at flat positions `tokens` ([T] int64 indices into
+        B·M, `SeqBatch.tokens`); item_id_emb: [T, item_id_dim], theirs. The time features read
+        each action's window ([B, M]); everything per action runs on the T real ones."""
         cfg = self.config
         B, M = batch.ts.shape
         assert batch.content.shape == (B, M, cfg.content_dim), (
@@ -194,34 +216,35 @@ class ActionEncoder(nn.Module):
         assert bool((batch.lengths >= 1).all()), "every sequence needs at least one action"
         assert bool((batch.lengths <= M).all()), "lengths must not exceed the padded width M"
         assert (item_id_emb is not None) == (self.item_id_dim > 0), (
-            "pass item_id_emb [B, M, item_id_dim] exactly when the encoder was built with ids"
+            "pass item_id_emb [T, item_id_dim] exactly when the encoder was built with ids"
         )
-        valid = batch.valid
-        ts = torch.where(valid, batch.ts, torch.zeros_like(batch.ts))
+
+        def real(t: torch.Tensor) -> torch.Tensor:
+            return t.flatten(0, 1)[tokens]
+
         parts: dict[str, torch.Tensor] = {}
         if cfg.use_content:
-            parts["content"] = batch.content
+            parts["content"] = real(batch.content)
         if item_id_emb is not None:
             parts["item_id"] = item_id_emb
         if cfg.use_action_type:
-            parts["action_type"] = self.action_emb(batch.action)
+            parts["action_type"] = self.action_emb(real(batch.action))
         if cfg.use_surface:
-            parts["surface"] = self.surface_emb(batch.surface)
+            parts["surface"] = self.surface_emb(real(batch.surface))
         if cfg.use_duration:
             # log(1 + seconds) / log(1 + 1 hour): ~[0, 1] for dwell times that matter
             parts["duration"] = (
-                torch.log1p(batch.duration.clamp_min(0.0)) / math.log1p(HOUR)
+                torch.log1p(real(batch.duration).clamp_min(0.0)) / math.log1p(HOUR)
             ).unsqueeze(-1)
+        ts = batch.ts
         if cfg.use_absolute_time:
-            parts["absolute_time"] = self.abs_time(ts)
+            parts["absolute_time"] = self.abs_time(real(ts))
         if cfg.use_relative_time:
             latest = ts.gather(1, (batch.lengths - 1).unsqueeze(1))  # (B, 1)
-            since_latest = (latest - ts).clamp_min(0)
             gap = torch.zeros_like(ts)
             gap[:, 1:] = ts[:, 1:] - ts[:, :-1]  # time since the previous action; 0 for the oldest
-            parts["since_latest"] = self.since_latest(since_latest)
-            parts["gap_prev"] = self.gap_prev(gap.clamp_min(0))
-        a = torch.cat(
+            parts["since_latest"] = self.since_latest(real(latest - ts).clamp_min(0))
+            parts["gap_prev"] = self.gap_prev(real(gap).clamp_min(0))
+        return torch.cat(
             [self.norms[g](x) if g in self.norms else x for g, x in parts.items()], dim=-1
-        )  # (B, M, D_in)
-        return a * valid.unsqueeze(-1).to(a.dtype)
+        )  # (T, D_in)

@@ -8,7 +8,8 @@ recent position.
 Padding: sequences are right-padded, so a causal mask alone already hides every padded key from
 every real query — `scaled_dot_product_attention(..., is_causal=True)` is exact for the valid
 positions and lets CUDA use the fused flash kernel (an explicit boolean mask would rule it out).
-Outputs at padded positions are never read (loss and inference gather valid positions only).
+Every other layer is per action, so it runs on the real actions alone, packed, and attention
+re-pads windows of similar length together (`model_core.packing`).
 
 Pin tower: an MLP over the content embedding only, L2-normalised.
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from model_core.features import ActionEncoder, FeatureConfig, SeqBatch
 from model_core.item_ids import ItemIds
+from model_core.packing import Packing, causal_attention
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,9 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, M, H = x.shape
-        q, k, v = self.qkv(x).split(H, dim=2)
-        q, k, v = (t.view(B, M, self.n_heads, H // self.n_heads).transpose(1, 2) for t in (q, k, v))
-        # No dropout on the attention weights: it forces SDPA's unfused path (~2x slower on CPU);
-        # the residual, FFN and input dropouts regularise instead.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, heads, M, H/heads)
-        return self.proj(y.transpose(1, 2).reshape(B, M, H))
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """x: [T, H], the real actions packed (`model_core.packing`) → [T, H]."""
+        return self.proj(causal_attention(self.qkv(x), packing, self.n_heads))
 
 
 class Block(nn.Module):
@@ -113,8 +110,8 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), packing))
         return x + self.ffn(self.ln2(x))
 
 
@@ -138,29 +135,36 @@ class UserTower(nn.Module):
 
     def forward(self, batch: SeqBatch) -> torch.Tensor:
         """batch → [B, M, D] float32, unit norm at every position (padded positions: ignore)."""
-        return self.head(self.hidden(batch))
+        B, M = batch.ts.shape
+        x, packing = self.hidden(batch)
+        return self.head(packing.pad(x)).view(B, M, -1)
 
     def at(self, batch: SeqBatch, b: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """[N, D] unit-norm outputs at (window b[n], position pos[n]) only: the output MLP runs
         on the N positions that emit an embedding, not on all B·M."""
-        return self.head(self.hidden(batch)[b, pos])
+        x, packing = self.hidden(batch)
+        return self.head(x[packing.starts[b] + pos])
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """[..., H] → [..., D]: the output MLP and the L2 norm."""
         return F.normalize(self.out(h).float(), dim=-1)
 
-    def hidden(self, batch: SeqBatch) -> torch.Tensor:
-        """batch → [B, M, H], the transformer's last hidden states."""
+    def hidden(self, batch: SeqBatch) -> tuple[torch.Tensor, Packing]:
+        """batch → [T, H], the transformer's last hidden states at the T real actions, packed
+        (`Packing`)."""
         M = batch.ts.shape[1]
         assert M <= self.config.max_len, f"sequence length {M} > max_len {self.config.max_len}"
+        packing = Packing.of(batch)
+        tokens = packing.tokens
         id_emb = None
         if self.item_ids is not None:
             assert batch.pin_id is not None, "this model learns item ids: the batch needs pin_id"
-            id_emb = self.item_ids(batch.pin_id)  # (B, M, D)
-        x = self.in_drop(self.in_proj(self.encoder(batch, id_emb)) + self.pos[:M])  # (B, M, H)
+            id_emb = self.item_ids(batch.pin_id.flatten()[tokens])  # (T, D)
+        a = self.encoder.encode(batch, tokens, id_emb)
+        x = self.in_drop(self.in_proj(a) + self.pos[tokens % M])  # (T, H)
         for block in self.blocks:
-            x = block(x)
-        return x
+            x = block(x, packing)
+        return x, packing
 
     def user_embedding(self, batch: SeqBatch) -> torch.Tensor:
         """[B, D]: the output at each sequence's most recent action."""

@@ -112,13 +112,13 @@ def _train(r: dict[str, Any]) -> str:
 
 
 def _label(row: dict[str, Any]) -> str:
-    """The variant, with PinnerFormer's training windows when they are not the paper's and
-    "+ tokens" when its items learned metadata-token vectors."""
+    """The variant, "+ tokens" when its items learned metadata-token vectors, and in brackets
+    PinnerFormer's training windows when they are not the paper's and "bf16" when it trained
+    under bf16 autocast."""
     label = row["variant"] + (" + tokens" if row.get("item_tokens") else "")
-    windows = row.get("windows")
-    if windows in (None, "random"):
-        return label
-    return f"{label} ({windows} windows)"
+    notes = [] if row.get("windows") in (None, "random") else [f"{row['windows']} windows"]
+    notes += ["bf16"] if row.get("bf16") else []
+    return f"{label} ({', '.join(notes)})" if notes else label
 
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -269,10 +269,10 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a row distinct within a section: the same variant on other training windows
-    (`--windows`), or with item-token vectors, is another row."""
+    (`--windows`), with item-token vectors, or trained in bf16, is another row."""
     return (
         row["table"], row["variant"], row.get("scored_on"), row.get("windows"),
-        bool(row.get("item_tokens")),
+        bool(row.get("item_tokens")), bool(row.get("bf16")),
     )  # fmt: skip
 
 

@@ -169,6 +169,7 @@ def experiment(args: argparse.Namespace) -> None:
         remove_seen=args.remove_seen,
         windows=args.windows,
         item_tokens=args.item_tokens,
+        amp=args.amp,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -180,7 +181,7 @@ def experiment(args: argparse.Namespace) -> None:
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
-        f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
+        f" --item-ids {args.item_ids} --item-tokens {args.item_tokens} --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -278,6 +279,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="beyond the paper: auto = with a full id table, also learn a vector per metadata "
         "token of the items (brand, category, genre, title word) where the log has metadata; "
         "none = item ids alone",
+    )
+    e.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="PinnerFormer's bf16 autocast: auto = on CUDA only; on = also on a CPU (fast where "
+        "it has bf16 matrix units); off = fp32. The reference SASRecs train in fp32",
     )
     e.add_argument(
         "--item-engagement",

@@ -155,7 +155,9 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     tiled["rows"][0]["windows"] = "tiled"
     tokens = result([("objectives", "sasrec")], minutes=12.0)  # ... and with token vectors
     tokens["rows"][0] |= {"windows": "tiled", "item_tokens": True}
-    merged = merge([pf, peers, longer, content_only, tiled, tokens])
+    bf16 = result([("objectives", "sasrec")], minutes=12.0)  # ... and trained in bf16
+    bf16["rows"][0] |= {"windows": "tiled", "item_tokens": True, "bf16": True}
+    merged = merge([pf, peers, longer, content_only, tiled, tokens, bf16])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
         [
             ("baselines", "popularity"),
@@ -164,11 +166,12 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
             ("peers", "sasrec_reference"),
             ("objectives", "sasrec"),
             ("objectives", "sasrec"),
+            ("objectives", "sasrec"),
         ],
         [("objectives", "sasrec")],
     ]
     caps = [(r.get("budget") or {}).get("max_minutes") for r in merged[0]["rows"]]
-    assert caps == [None, 5.0, 25.0, 5.0, 12.0, 12.0]
+    assert caps == [None, 5.0, 25.0, 5.0, 12.0, 12.0, 12.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
     assert "budget" not in pf["rows"][1]
     text = render(merged[:1], [])
@@ -178,4 +181,5 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     assert "code: abc1234" in text  # the commit that produced the rows
     assert "| sasrec (tiled windows) |" in text
     assert "| sasrec + tokens (tiled windows) |" in text
+    assert "| sasrec + tokens (tiled windows, bf16) |" in text
     assert "| sasrec |" in text

@@ -26,13 +26,15 @@ def test_compare_quick_writes_metrics(
 
 
 def test_experiment_quick_with_variants_and_cap(tmp_path: Path) -> None:
-    """The interface held-out checks call: --variants, --max-minutes, --quick."""
+    """The interface held-out checks call: --variants, --max-minutes, --quick (and --amp: bf16
+    autocast for PinnerFormer, recorded on its row; the reference SASRec stays fp32)."""
     out = tmp_path / "r.json"
     main(
         [
             "experiment", "--source", "synthetic", "--tables", "objectives,peers",
             "--protocol", "leave_one_out", "--variants", "dense_all_action_k28,sasrec_ce",
-            "--max-minutes", "0.05", "--max-epochs", "1", "--quick", "--out", str(out),
+            "--max-minutes", "0.05", "--max-epochs", "1", "--quick", "--amp", "on",
+            "--out", str(out),
         ]
     )  # fmt: skip
     res = json.loads(out.read_text())
@@ -42,3 +44,6 @@ def test_experiment_quick_with_variants_and_cap(tmp_path: Path) -> None:
     ]
     assert "--variants dense_all_action_k28,sasrec_ce" in res["command"]
     assert res["budget"]["max_minutes"] == 0.05
+    assert "--amp on" in res["command"]
+    bf16 = {r["variant"]: r.get("bf16") for r in res["rows"] if r["table"] != "baselines"}
+    assert bf16 == {"dense_all_action_k28": True, "sasrec_ce": None}
