@@ -7,7 +7,9 @@ extracted with `git archive` and timed in a subprocess on the same data and size
 working tree, in fp32 and with bf16 autocast. Each row trains `fit` for a fixed number of steps
 (B = 128, M = 64, H = 64, L = 2) on the synthetic world and reports sequences/s; the step's
 achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode on one step) is printed next to what
-this machine's 1024² matmul reaches in fp32 and bf16. The machine is shared: read the ratios.
+this machine's 1024² matmul reaches in fp32 and bf16. The machine is shared: every run is
+repeated `--rounds` times, interleaved (before, after fp32, after bf16, before, ...), and the table
+gives each run's median sequences/s and the median of its per-round ratios to "before".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny world, few steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 10 if args.quick else 40
@@ -112,27 +116,30 @@ def main() -> None:
             ["git", "archive", BASELINE_COMMIT, "model_core"], cwd=ROOT, capture_output=True
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        runs = (
+            ("before", Path(tmp), "off"),
+            ("after fp32", ROOT, "off"),
+            ("after bf16", ROOT, "on"),
+        )
         print(
-            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps (before = {BASELINE_COMMIT})"
+            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps, median of {args.rounds} "
+            f"rounds (before = {BASELINE_COMMIT})"
         )
         print(f"{'objective':<18}{'run':<12}{'seq/s':>8}{'x before':>10}{'GFLOP/s':>10}")
         for objective in ("dense_all_action", "sasrec"):
-            before = None
-            for name, tree, amp in (
-                ("before", Path(tmp), "off"),
-                ("after fp32", ROOT, "off"),
-                ("after bf16", ROOT, "on"),
-            ):
-                r = measure(tree, objective, steps, args.threads, amp, size)
-                before = before or r["seq_per_s"]
-                gflops = ""
-                if r["step_flops"]:
-                    step_s = 128 / r["seq_per_s"]
-                    gflops = f"{r['step_flops'] / step_s / 1e9:.1f}"
-                print(
-                    f"{objective:<18}{name:<12}{r['seq_per_s']:>8.0f}"
-                    f"{r['seq_per_s'] / before:>10.2f}{gflops:>10}"
+            got: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
+            for _ in range(args.rounds):
+                for name, tree, amp in runs:
+                    got[name].append(measure(tree, objective, steps, args.threads, amp, size))
+            for name, _, _ in runs:
+                rates = [r["seq_per_s"] for r in got[name]]
+                ratio = statistics.median(
+                    r / b["seq_per_s"] for r, b in zip(rates, got["before"], strict=True)
                 )
+                flops = got[name][0]["step_flops"]
+                seq_s = statistics.median(rates)
+                gflops = f"{flops * seq_s / 128 / 1e9:.1f}" if flops else ""
+                print(f"{objective:<18}{name:<12}{seq_s:>8.0f}{ratio:>10.2f}{gflops:>10}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,9 @@ def _mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         for k in ("train_seconds", "epochs", "best_epoch", "seconds_per_epoch", "sequences_per_s")
     }
     out["stop_reasons"] = sorted({s["stop_reason"] for s in stats})
+    scores = [s["validation"] for s in stats if s.get("validation") is not None]
+    if scores:  # the early-stopping score at the kept weights (validation NDCG@10 or Recall@10)
+        out["validation"] = round(float(np.mean(scores)), 5)
     for key in ("windows", "item_tokens", "bf16"):  # PinnerFormer rows only
         if key in stats[0]:
             out[key] = stats[0][key]

@@ -167,6 +167,7 @@ class Trainer:
                 "train_seconds": res.seconds,
                 "epochs": res.epochs,
                 "best_epoch": res.best_epoch,
+                "validation": res.best_score,
                 "stop_reason": res.stop_reason,
                 "sequences_per_s": res.sequences_per_s,
             }
@@ -185,6 +186,7 @@ class Trainer:
                 "train_seconds": r.seconds,
                 "epochs": r.steps / spe,
                 "best_epoch": (r.best_step or r.steps) / spe,
+                "validation": r.best_score,
                 "stop_reason": r.stop_reason,
                 "sequences_per_s": r.sequences_per_s,
                 "windows": recipe.sampler.windows,

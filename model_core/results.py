@@ -98,15 +98,17 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _train(r: dict[str, Any]) -> str:
-    """Training cost: seconds, epochs (best epoch), why it stopped; empty for baselines."""
+    """Training cost: seconds, epochs (best epoch and its validation score), why it stopped;
+    empty for baselines."""
     if "epochs" not in r:
         return "—"
     stops = "/".join(s.replace("_", " ") for s in r.get("stop_reasons", []))
     budget = r.get("budget") or {}
     cap = f" of {budget['max_minutes']:g} min" if budget.get("max_minutes") else ""
     patience = f", patience {budget['patience']}" if budget.get("patience") else ""
+    val = f", validation {r['validation']:.4f}" if r.get("validation") is not None else ""
     return (
-        f"{r['train_seconds']:.0f} s{cap}, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}), "
+        f"{r['train_seconds']:.0f} s{cap}, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}{val}), "
         f"{stops}{patience}"
     )
 
