@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +84,7 @@ def base_recipe(
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
-    item_tokens: Literal["auto", "none"] = "auto",
+    item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
@@ -96,7 +97,9 @@ def base_recipe(
     paper's random windows scored about a fifth lower); under the paper protocol "auto" is the
     paper's random windows. `item_tokens="auto"` (beyond the paper) also learns a vector per
     metadata token of the items (brand, category, genre, title word) where the catalogue has
-    tokens and the ids are a full table (`model_core.item_ids`); "none": ids alone. `amp`:
+    tokens and the ids are a full table (`model_core.item_ids`); "validated" is the same recipe,
+    and the `Trainer` keeps the vectors only where they win on the validation split; "none": ids
+    alone. `amp`:
     PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
@@ -109,7 +112,12 @@ def base_recipe(
             features=data.features,
             dropout=0.2 if small else 0.0,
             **id_fields(len(data.catalog), item_ids),
-            **token_fields(data.catalog.tokens, len(data.catalog), item_ids, item_tokens),
+            **token_fields(
+                data.catalog.tokens,
+                len(data.catalog),
+                item_ids,
+                "auto" if item_tokens == "validated" else item_tokens,
+            ),
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,
@@ -150,11 +158,40 @@ class Trainer:
     variants (Table 2's and Table 10's SASRec is Table 3's; the default recipe recurs as
     mixed+logq, all features, ...), so a repeated one reuses the model and its statistics."""
 
-    def __init__(self, data: Data, split: Split, budget: Budget) -> None:
+    def __init__(
+        self, data: Data, split: Split, budget: Budget, validate_tokens: bool = False
+    ) -> None:
         self.data, self.split, self.budget = data, split, budget
+        self.validate_tokens = validate_tokens
         self._fitted: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._token_choice: dict[str, dict[str, Any]] = {}
 
     def __call__(self, variant: Variant, recipe: RecipeConfig) -> tuple[Any, dict[str, Any]]:
+        """The variant fitted with `recipe`. With `validate_tokens`, a PinnerFormer recipe with
+        item-token vectors is fitted with and without them for the first seed it meets, and that
+        seed's better validation score decides for every seed (`--item-tokens validated`)."""
+        if not (self.validate_tokens and variant.peer is None and recipe.model.item_token_vocab):
+            return self._fit(variant, recipe)
+        ids_alone = dataclasses.replace(
+            recipe,
+            model=dataclasses.replace(recipe.model, item_token_vocab=0, item_tokens_per_item=0),
+        )
+        any_seed = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=0))
+        key = repr((any_seed, variant.label_action))
+        if key not in self._token_choice:
+            scores = [self._fit(variant, r)[1]["validation"] for r in (recipe, ids_alone)]
+            with_tokens, without = (-math.inf if v is None else v for v in scores)
+            self._token_choice[key] = {
+                "seed": recipe.train.seed,
+                "with": scores[0],
+                "without": scores[1],
+                "kept": with_tokens > without,
+            }
+        choice = self._token_choice[key]
+        model, stats = self._fit(variant, recipe if choice["kept"] else ids_alone)
+        return model, {**stats, "token_choice": choice}
+
+    def _fit(self, variant: Variant, recipe: RecipeConfig) -> tuple[Any, dict[str, Any]]:
         key = repr((recipe, variant.label_action, variant.peer))
         if key in self._fitted:
             return self._fitted[key]
@@ -215,7 +252,7 @@ def run(
     negatives: Literal["auto", "catalog", "mixed"] = "auto",
     remove_seen: bool = False,
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
-    item_tokens: Literal["auto", "none"] = "auto",
+    item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
@@ -256,7 +293,7 @@ def run(
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
         split = leave_one_out_split(loo.history, data.catalog, data.validation_users)
-    trainer = Trainer(data, split, budget)
+    trainer = Trainer(data, split, budget, validate_tokens=item_tokens == "validated")
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]
         if protocol == "paper":

@@ -107,6 +107,11 @@ def _train(r: dict[str, Any]) -> str:
     cap = f" of {budget['max_minutes']:g} min" if budget.get("max_minutes") else ""
     patience = f", patience {budget['patience']}" if budget.get("patience") else ""
     val = f", validation {r['validation']:.4f}" if r.get("validation") is not None else ""
+    choice = r.get("token_choice")
+    if choice:  # `--item-tokens validated`: which way the validation split decided
+        kept = "kept" if choice["kept"] else "dropped"
+        val += f"; token vectors {kept}: validation {_fmt(choice['with'])} with, "
+        val += f"{_fmt(choice['without'])} without (seed {choice['seed']})"
     return (
         f"{r['train_seconds']:.0f} s{cap}, {r['epochs']:.1f} ep (best {r['best_epoch']:.1f}{val}), "
         f"{stops}{patience}"
@@ -204,6 +209,11 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
         )
         if ids != "none" and res.get("item_tokens") == "auto":
             split += " and learned metadata-token vectors where the log has metadata"
+        if ids != "none" and res.get("item_tokens") == "validated":
+            split += (
+                " and learned metadata-token vectors where the log has metadata and they win on"
+                " the validation split"
+            )
         split += (
             "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
             if res.get("negatives") == "catalog"

@@ -274,11 +274,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     e.add_argument(
         "--item-tokens",
-        default="auto",
-        choices=["auto", "none"],
+        default="validated",
+        choices=["validated", "auto", "none"],
         help="beyond the paper: auto = with a full id table, also learn a vector per metadata "
         "token of the items (brand, category, genre, title word) where the log has metadata; "
-        "none = item ids alone",
+        "validated = train each PinnerFormer variant with and without them (first seed) and "
+        "keep the better on the validation split; none = item ids alone",
     )
     e.add_argument(
         "--amp",

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from model_core.experiment_tables import PEERS, TABLES
-from model_core.experiments import Budget, run, write
+from model_core.experiment_data import load
+from model_core.experiment_tables import PEERS, TABLES, variants
+from model_core.experiments import Budget, Trainer, base_recipe, run, write
+from model_core.leave_one_out import leave_one_out
+from model_core.recipe import RecipeConfig
 from model_core.results import render_files
+from model_core.validation import leave_one_out_split
 
 BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
 TINY = Budget(max_epochs=1, max_minutes=0.02, patience=1)
@@ -183,3 +189,37 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     assert "| sasrec + tokens (tiled windows) |" in text
     assert "| sasrec + tokens (tiled windows, bf16) |" in text
     assert "| sasrec |" in text
+
+
+def test_validated_token_vectors_are_kept_only_where_they_win_on_validation() -> None:
+    """`--item-tokens validated`: the first seed trains a variant with and without token
+    vectors, the better validation score decides, and later seeds train the chosen one only."""
+    data = load("synthetic", None, True, "leave_one_out", "all")
+    n = len(data.catalog)
+    tokens = (1 + np.arange(n) % 5).reshape(n, 1).astype(np.int64)  # five shared "topics"
+    data = dataclasses.replace(data, catalog=dataclasses.replace(data.catalog, tokens=tokens))
+    loo = leave_one_out(data.timelines)
+    split = leave_one_out_split(loo.history, data.catalog, data.validation_users)
+    trainer = Trainer(data, split, TINY, validate_tokens=True)
+    variant = variants("objectives", data, ["dense_all_action"])["dense_all_action"]
+
+    def recipe(seed: int) -> RecipeConfig:
+        r = base_recipe(data, seed, TINY, "auto", "leave_one_out", item_tokens="validated")
+        return variant.change(r)
+
+    model, stats = trainer(variant, recipe(0))
+    choice = stats["token_choice"]
+    assert len(trainer._fitted) == 2  # with and without token vectors
+    assert choice["seed"] == 0
+    assert choice["kept"] == (choice["with"] > choice["without"])
+    assert stats["item_tokens"] == choice["kept"] == (model.config.item_token_vocab > 0)
+    assert stats["validation"] == max(choice["with"], choice["without"])
+    _, later = trainer(variant, recipe(1))
+    assert len(trainer._fitted) == 3  # seed 1 trains the chosen recipe alone
+    assert later["token_choice"] == choice
+    assert later["item_tokens"] == choice["kept"]
+    # "auto" keeps them without asking the validation split.
+    plain = Trainer(data, split, TINY)
+    _, auto = plain(variant, variant.change(base_recipe(data, 0, TINY, "auto", "leave_one_out")))
+    assert auto["item_tokens"]
+    assert "token_choice" not in auto
