@@ -29,6 +29,7 @@ from model_core.embed import embed_users
 from model_core.features import FeatureConfig, SeqBatch
 from model_core.loss import Candidates, LossConfig, sampled_softmax_loss
 from model_core.model import CausalSelfAttention, ModelConfig, PinnerFormer
+from model_core.packing import Packing
 from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.timelines import PinCatalog, Timelines
 
@@ -46,15 +47,16 @@ def timeit(fn: Callable[[], object], repeat: int) -> float:
     return float(np.median(times))
 
 
-def manual_attention(self: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
-    """The baseline: causal attention written out (softmax over a masked score matrix)."""
-    B, M, H = x.shape
-    q, k, v = self.qkv(x).split(H, dim=2)
-    q, k, v = (t.view(B, M, self.n_heads, H // self.n_heads).transpose(1, 2) for t in (q, k, v))
+def manual_attention(self: CausalSelfAttention, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """The baseline: causal attention written out (softmax over a masked score matrix) on the
+    whole padded batch."""
+    (B, M), H = packing.shape, x.shape[1]
+    qkv = packing.pad(self.qkv(x)).view(B, M, 3, self.n_heads, H // self.n_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     mask = torch.ones(M, M, dtype=torch.bool, device=x.device).tril()
     y = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
-    return self.proj(y.transpose(1, 2).reshape(B, M, H))
+    return self.proj(y.transpose(1, 2).reshape(B * M, H)[packing.tokens])
 
 
 def random_seq(B: int, M: int, C: int, device: torch.device) -> SeqBatch:
