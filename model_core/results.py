@@ -120,10 +120,12 @@ def _train(r: dict[str, Any]) -> str:
 
 def _label(row: dict[str, Any]) -> str:
     """The variant, "+ tokens" when its items learned metadata-token vectors, and in brackets
-    PinnerFormer's training windows when they are not the paper's and "bf16" when it trained
-    under bf16 autocast."""
+    PinnerFormer's training windows when they are not the paper's, whether the validation split
+    chose the token vectors (`--item-tokens validated`) and "bf16" when it trained under bf16
+    autocast."""
     label = row["variant"] + (" + tokens" if row.get("item_tokens") else "")
     notes = [] if row.get("windows") in (None, "random") else [f"{row['windows']} windows"]
+    notes += ["tokens chosen on validation"] if row.get("token_choice") else []
     notes += ["bf16"] if row.get("bf16") else []
     return f"{label} ({', '.join(notes)})" if notes else label
 
@@ -281,10 +283,11 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a row distinct within a section: the same variant on other training windows
-    (`--windows`), with item-token vectors, or trained in bf16, is another row."""
+    (`--windows`), with item-token vectors, trained in bf16, or with the token vectors chosen on
+    validation, is another row."""
     return (
         row["table"], row["variant"], row.get("scored_on"), row.get("windows"),
-        bool(row.get("item_tokens")), bool(row.get("bf16")),
+        bool(row.get("item_tokens")), bool(row.get("bf16")), bool(row.get("token_choice")),
     )  # fmt: skip
 
 
