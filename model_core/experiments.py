@@ -19,7 +19,10 @@ validation split of the TRAINING data (`model_core.validation`: each user's seco
 positive for leave-one-out, held-out training users' last days before t for the paper protocol),
 early stopping after `Budget.patience` epochs without improvement, best weights restored, at most
 `Budget.max_minutes` per variant. Every variant is trained from scratch per seed and scored on the
-same evaluation set as the baselines (popularity, mean of recent content, PinnerSage):
+same evaluation set as the baselines (popularity, mean of recent content, PinnerSage). With
+`item_tokens="validated"` (the default) each PinnerFormer variant's first seed also trains without
+the items' metadata-token vectors, and the better validation score decides for every seed. The
+protocols:
 
 - protocol "paper" (§4.1): global split time t, evaluation users disjoint from training users,
   positives in (t, t + 14 days], index = the catalogue (up to 1M random items), Recall@10 with a
@@ -99,8 +102,8 @@ def base_recipe(
     metadata token of the items (brand, category, genre, title word) where the catalogue has
     tokens and the ids are a full table (`model_core.item_ids`); "validated" is the same recipe,
     and the `Trainer` keeps the vectors only where they win on the validation split; "none": ids
-    alone. `amp`:
-    PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in fp32)."""
+    alone. `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in
+    fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
