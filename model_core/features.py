@@ -172,6 +172,14 @@ class SeqBatch:
         return self.valid.flatten().nonzero().squeeze(1)
 
 
+def pad_rows(x: torch.Tensor, tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """[T, F] packed rows → [n, F], row tokens[t] = x[t] and zeros elsewhere (an index_put:
+    index_copy's CPU backward is ~15x slower)."""
+    out = x.new_zeros(n, x.shape[-1])
+    out[tokens] = x
+    return out
+
+
 class ActionEncoder(nn.Module):
     """SeqBatch (+ item-id embeddings) → a_i ∈ R^{D_in} for every real action: `encode` gives
     them packed ([T, D_in], what the user tower runs on), `forward` padded ([B, M, D_in], zeros
@@ -197,10 +205,7 @@ class ActionEncoder(nn.Module):
         B, M = batch.ts.shape
         tokens = batch.tokens
         ids = None if item_id_emb is None else item_id_emb.flatten(0, 1)[tokens]
-        a = self.encode(batch, tokens, ids)
-        out = a.new_zeros(B * M, a.shape[-1])
-        out[tokens] = a
-        return out.view(B, M, -1)
+        return pad_rows(self.encode(batch, tokens, ids), tokens, B * M).view(B, M, -1)
 
     def encode(
         self, batch: SeqBatch, tokens: torch.Tensor, item_id_emb: torch.Tensor | None = None

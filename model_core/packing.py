@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from model_core.features import SeqBatch
+from model_core.features import SeqBatch, pad_rows
 
 SMALLEST_WIDTH = 8  # attention groups are 8, 16, 32, ... actions wide (the last one M)
 
@@ -68,11 +68,8 @@ class Packing:
         return Packing(batch.tokens, starts, (B, M), tuple(groups))
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """[T, F] → [B·M, F], zeros at padding (an index_put: index_copy's CPU backward is ~15x
-        slower)."""
-        out = x.new_zeros(self.shape[0] * self.shape[1], x.shape[-1])
-        out[self.tokens] = x
-        return out
+        """[T, F] → [B·M, F], zeros at padding."""
+        return pad_rows(x, self.tokens, self.shape[0] * self.shape[1])
 
 
 def causal_attention(qkv: torch.Tensor, packing: Packing, n_heads: int) -> torch.Tensor:
