@@ -60,6 +60,9 @@ stream1() {
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
     --tables objectives --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_dense.json
+  timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
+    --tables objectives --amp on --variants sasrec --patience 10 \
+    --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_validated.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables objectives --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo.json
