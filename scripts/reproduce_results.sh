@@ -67,6 +67,9 @@ stream1() {
     --tables objectives --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
+    --tables objectives --amp on --variants dense_all_action \
+    --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_dense_validated.json
+  timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables objectives --item-tokens none --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
