@@ -5,7 +5,8 @@ base RecipeConfig, a label restriction for Table 5, or a reference SASRec for `p
   SASRec loss, BCE with one random negative, vs sampled softmax);
 - inference (Table 2) and multitask (Table 5), paper protocol only;
 - item_ids (beyond the paper): the paper's content-only item tower vs learned ids (table, hashed;
-  the table with and without learned metadata-token vectors);
+  the table with and without learned metadata-token vectors, and without the co-engagement graph
+  layer);
 - peers: the reference SASRecs (`model_core.sasrec`), original BCE recipe and full cross-entropy.
 """
 
@@ -114,10 +115,13 @@ def variants(table: str, data: Data, only: list[str] | None = None) -> dict[str,
         out = {name: Variant(_same, peer=loss) for name, loss in PEERS.items()}
     elif table == "item_ids":
         n = len(data.catalog)
+        # tokens and the graph layer need a full table: the other layouts go without them
+        bare = {"item_token_vocab": 0, "item_tokens_per_item": 0, "item_neighbors": 0}
         out = {
-            "content_only": Variant(_model(**id_fields(n, "none"))),
+            "content_only": Variant(_model(**id_fields(n, "none"), **bare)),
             "ids_table": Variant(_model(**id_fields(n, "table"))),
-            "ids_hashed": Variant(_model(**id_fields(n, "hashed"))),
+            "ids_hashed": Variant(_model(**id_fields(n, "hashed"), **bare)),
+            "ids_table_no_graph": Variant(_model(**id_fields(n, "table"), item_neighbors=0)),
         }
         if data.catalog.tokens is not None:  # the base learns token vectors; this row does not
             out["ids_table_no_tokens"] = Variant(

@@ -48,7 +48,7 @@ from model_core.evaluation import EvalConfig, build_eval_set
 from model_core.experiment_data import Data, load
 from model_core.experiment_rows import loo_baselines, loo_rows, paper_baselines, paper_rows
 from model_core.experiment_tables import PAPER_ONLY, TABLES, Variant, with_labels
-from model_core.item_ids import id_fields, token_fields
+from model_core.item_ids import id_fields, neighbor_fields, token_fields
 from model_core.leave_one_out import leave_one_out
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig
@@ -89,6 +89,7 @@ def base_recipe(
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
     item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
+    item_graph: Literal["auto", "none"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -102,8 +103,10 @@ def base_recipe(
     metadata token of the items (brand, category, genre, title word) where the catalogue has
     tokens and the ids are a full table (`model_core.item_ids`); "validated" is the same recipe,
     and the `Trainer` keeps the vectors only where they win on the validation split; "none": ids
-    alone. `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in
-    fp32)."""
+    alone. `item_graph="auto"` (beyond the paper) also averages each item's co-engagement
+    neighbours into its id vector (`model_core.item_graph`) with a full id table; "none": no
+    graph. `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train
+    in fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
@@ -121,6 +124,7 @@ def base_recipe(
                 item_ids,
                 "auto" if item_tokens == "validated" else item_tokens,
             ),
+            **neighbor_fields(len(data.catalog), item_ids, item_graph),
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,
@@ -232,6 +236,8 @@ class Trainer:
                 "windows": recipe.sampler.windows,
                 # learned vectors for the items' metadata tokens (fit's narrowed config)
                 "item_tokens": model.config.item_token_vocab > 0,
+                # the graph layer's neighbours per item (fit's narrowed config; 0 = none)
+                "item_neighbors": model.config.item_neighbors,
                 "bf16": amp_dtype(next(model.parameters()).device, recipe.train.amp)
                 == torch.bfloat16,
             }
@@ -257,6 +263,7 @@ def run(
     windows: Literal["auto", "random", "tiled", "latest"] = "auto",
     item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
+    item_graph: Literal["auto", "none"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -283,6 +290,7 @@ def run(
             windows,
             item_tokens,
             amp,
+            item_graph,
         )
 
     rows: list[dict[str, Any]] = []
@@ -309,6 +317,7 @@ def run(
         "budget": dataclasses.asdict(budget),
         "item_ids": item_ids,
         "item_tokens": item_tokens,
+        "item_graph": item_graph,
         "amp": amp,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,

@@ -24,6 +24,11 @@ token gets a learnable vector too, and an item's vector is E[id] + mean of its t
 What one item learns about its brand or category then reaches every item that shares it, which a
 per-item id cannot do for the many items with a handful of interactions. Only tokens that at least
 two known items carry get a vector (`shared_tokens`): a token of one item is its id again.
+
+With a full table, an item may also average in the vectors of its co-engagement NEIGHBOURS
+(`model_core.item_graph`, read from the training timelines): one propagation step over the
+item-item graph, E'[i] = E[i] + mean_{j ∈ N(i)} E[j] (E including the token mean), which is the
+role PinSage's graph plays in the paper. The neighbours' gradients flow back to their own rows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_TABLE_ITEMS = 1_000_000
+DEFAULT_NEIGHBORS = 10  # co-engagement neighbours per item (the Amazon probe, RESULTS_NOTES)
 DEFAULT_BUCKETS = 2**20
 # Odd 32-bit multipliers (Knuth's golden-ratio one first) for independent multiplicative hashes.
 _MULTIPLIERS = (2654435761, 2246822519, 3266489917, 668265263)
@@ -49,6 +55,21 @@ class IdFields(TypedDict):
 class TokenFields(TypedDict):
     item_token_vocab: int
     item_tokens_per_item: int
+
+
+class NeighborFields(TypedDict):
+    item_neighbors: int
+
+
+def row_mean(codes: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """[R, A] int64 codes (0 = none) → sparse [R, n_cols]: row r holds 1/n at each of its n
+    nonzero codes (a row without any is empty). Times a [n_cols, D] table: each row's mean."""
+    keep = codes > 0
+    row = torch.arange(codes.shape[0], device=codes.device).unsqueeze(1).expand_as(codes)[keep]
+    n = keep.sum(1).clamp_min(1)
+    values = 1.0 / n[row].to(torch.float32)
+    idx = torch.stack([row, codes[keep]])  # in range: set_vocab checks the codes
+    return torch.sparse_coo_tensor(idx, values, (codes.shape[0], n_cols), check_invariants=False)
 
 
 def id_fields(n_items: int, mode: str = "auto") -> IdFields:
@@ -76,6 +97,16 @@ def token_fields(
     if tokens_mode == "none" or tokens is None or not table or not tokens.any():
         return {"item_token_vocab": 0, "item_tokens_per_item": 0}
     return {"item_token_vocab": int(tokens.max()), "item_tokens_per_item": tokens.shape[1]}
+
+
+def neighbor_fields(n_items: int, mode: str = "auto", graph: str = "auto") -> NeighborFields:
+    """ModelConfig's graph-layer size for a catalogue of `n_items`: "auto" = DEFAULT_NEIGHBORS
+    co-engagement neighbours per item wherever the ids (`mode`, as `id_fields`) are a full table
+    (fit builds them from the training timelines, `model_core.item_graph`); "none": no graph."""
+    if graph not in ("auto", "none"):
+        raise ValueError(f"item graph must be auto or none, got {graph!r}")
+    table = id_fields(n_items, mode)["item_id_vocab"] > 0
+    return {"item_neighbors": DEFAULT_NEIGHBORS if graph == "auto" and table else 0}
 
 
 def hash_bucket(ids: torch.Tensor, buckets: int, which: int = 0) -> torch.Tensor:
@@ -118,6 +149,7 @@ class ItemIds(nn.Module):
 
     known: torch.Tensor
     item_tokens: torch.Tensor
+    item_neighbors: torch.Tensor
 
     def __init__(
         self,
@@ -127,6 +159,7 @@ class ItemIds(nn.Module):
         n_hashes: int = 2,
         token_vocab: int = 0,
         tokens_per_item: int = 0,
+        neighbors_per_item: int = 0,
     ) -> None:
         super().__init__()
         assert (vocab_size > 0) != (buckets > 0), "choose a full table (vocab) or hashing"
@@ -143,10 +176,19 @@ class ItemIds(nn.Module):
             self.tokens = _embedding(token_vocab + 1, dim, padded=True)
             shape = (vocab_size + 1, tokens_per_item)
             self.register_buffer("item_tokens", torch.zeros(shape, dtype=torch.int64))
+        assert not neighbors_per_item or vocab_size, "item neighbours need a full id table"
+        self.has_neighbors = neighbors_per_item > 0
+        if self.has_neighbors:
+            shape = (vocab_size + 1, neighbors_per_item)
+            self.register_buffer("item_neighbors", torch.zeros(shape, dtype=torch.int64))
 
-    def set_vocab(self, ids: np.ndarray, tokens: np.ndarray | None = None) -> None:
-        """The known ids ([vocab_size] int64, any order; must be distinct) and, with item tokens,
-        their token codes ([vocab_size, ≤ tokens_per_item] int64, 1..token_vocab, 0 = none)."""
+    def set_vocab(
+        self, ids: np.ndarray, tokens: np.ndarray | None = None, neighbors: np.ndarray | None = None
+    ) -> None:
+        """The known ids ([vocab_size] int64, any order; must be distinct); with item tokens,
+        their token codes ([vocab_size, ≤ tokens_per_item] int64, 1..token_vocab, 0 = none); with
+        item neighbours, theirs ([vocab_size, ≤ neighbors_per_item] int64: 1 + the neighbour's
+        position in `ids`, 0 = none)."""
         assert len(ids) == self.vocab_size, f"need {self.vocab_size} ids, got {len(ids)}"
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
@@ -164,20 +206,26 @@ class ItemIds(nn.Module):
             assert tokens.max() < self.tokens.num_embeddings, "token codes must be <= token_vocab"
             self.item_tokens.zero_()
             self.item_tokens[1:, : tokens.shape[1]] = torch.from_numpy(tokens[order])
+        assert (neighbors is not None) == self.has_neighbors, (
+            "pass neighbors exactly when the table was built with neighbors_per_item > 0"
+        )
+        if neighbors is not None:
+            width = self.item_neighbors.shape[1]
+            assert neighbors.shape[0] == len(ids), f"need neighbours for {len(ids)} ids"
+            assert neighbors.shape[1] <= width, f"at most {width} neighbours per id"
+            assert 0 <= neighbors.min() and neighbors.max() <= len(ids), "codes are 0..vocab"
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))  # position in `ids` → position among the sorted
+            recoded = np.where(neighbors > 0, rank[(neighbors - 1).clip(min=0)] + 1, 0)
+            self.item_neighbors.zero_()
+            self.item_neighbors[1:, : neighbors.shape[1]] = torch.from_numpy(recoded[order])
 
     def token_mean(self) -> torch.Tensor:
-        """Sparse [vocab_size + 1, token_vocab + 1]: row r holds 1/n at each of its n tokens
-        (row 0, the unknown id, and rows without tokens are empty). Built per call from the
-        buffer (a few ms), so a loaded state dict is always what it reads."""
+        """Sparse [vocab_size + 1, token_vocab + 1]: each row's token mean (`row_mean`; row 0,
+        the unknown id, is empty). Built per call from the buffer (a few ms), so a loaded state
+        dict is always what it reads."""
         assert self.tokens is not None, "this table has no item tokens"
-        t = self.item_tokens
-        keep = t > 0
-        row = torch.arange(t.shape[0], device=t.device).unsqueeze(1).expand_as(t)[keep]
-        n = keep.sum(1).clamp_min(1)
-        values = 1.0 / n[row].to(torch.float32)
-        shape = (t.shape[0], self.tokens.num_embeddings)
-        idx = torch.stack([row, t[keep]])  # in range by construction (set_vocab checks codes)
-        return torch.sparse_coo_tensor(idx, values, shape, check_invariants=False)
+        return row_mean(self.item_tokens, self.tokens.num_embeddings)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Full table: ids → rows (1 + position among the known ids; 0 when unknown)."""
@@ -187,13 +235,17 @@ class ItemIds(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.vocab_size:
             rows = self.rows(ids)
-            if self.tokens is None:
+            if self.tokens is None and not self.has_neighbors:
                 return self.table(rows)
-            # one sparse matmul gives every row's token mean: cheaper than gathering [.., A, D];
-            # in fp32 even under bf16 autocast (its backward cannot mix the two)
+            # one sparse matmul gives every row's mean: cheaper than gathering [.., A, D]; in
+            # fp32 even under bf16 autocast (its backward cannot mix the two)
             with torch.autocast(self.table.weight.device.type, enabled=False):
-                mean = torch.sparse.mm(self.token_mean(), self.tokens.weight)
-            per_row = self.table.weight + mean
+                per_row = self.table.weight
+                if self.tokens is not None:
+                    per_row = per_row + torch.sparse.mm(self.token_mean(), self.tokens.weight)
+                if self.has_neighbors:
+                    nb = row_mean(self.item_neighbors, self.vocab_size + 1)
+                    per_row = per_row + torch.sparse.mm(nb, per_row)
             return F.embedding(rows, per_row, padding_idx=0)  # unknown ids stay zero
         out = self.table(hash_bucket(ids, self.buckets, 0))
         for k in range(1, self.n_hashes):

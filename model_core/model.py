@@ -16,7 +16,8 @@ Pin tower: an MLP over the content embedding only, L2-normalised.
 Beyond the paper (`item_id_vocab` / `pin_id_buckets`): a learnable item-id embedding shared by the
 pin tower (added before the norm) and the user tower's input (one more feature group per action);
 see `model_core.item_ids`. Both 0 is the paper's content-only model. With a full table the ids may
-also carry learned vectors of the items' metadata tokens (`item_token_vocab`).
+also carry learned vectors of the items' metadata tokens (`item_token_vocab`) and average in their
+co-engagement neighbours' (`item_neighbors`, `model_core.item_graph`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ class ModelConfig:
     # (`model_core.item_ids`); item_token_vocab > 0 turns them on (fit sets both sizes).
     item_token_vocab: int = 0
     item_tokens_per_item: int = 0
+    # With a full table: each item also averages in the vectors of up to this many co-engagement
+    # neighbours (`model_core.item_graph`; fit builds them from the training timelines and narrows
+    # this to the widest row). 0: no graph layer.
+    item_neighbors: int = 0
     init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
 
     def __post_init__(self) -> None:
@@ -65,6 +70,9 @@ class ModelConfig:
         )
         assert not self.item_token_vocab or self.item_id_vocab, (
             "item tokens need a full item-id table (item_id_vocab > 0)"
+        )
+        assert not self.item_neighbors or self.item_id_vocab, (
+            "item neighbours need a full item-id table (item_id_vocab > 0)"
         )
 
     @property
@@ -201,10 +209,13 @@ class PinnerFormer(nn.Module):
         config: ModelConfig,
         item_vocab: np.ndarray | None = None,
         item_tokens: np.ndarray | None = None,
+        item_neighbors: np.ndarray | None = None,
     ) -> None:
         """item_vocab: [item_id_vocab] int64, the known item ids of a full id table; item_tokens:
-        their [item_id_vocab, ≤ item_tokens_per_item] token codes when tokens are learned (omit
-        both when loading a checkpoint: they travel in the state dict)."""
+        their [item_id_vocab, ≤ item_tokens_per_item] token codes when tokens are learned;
+        item_neighbors: their [item_id_vocab, ≤ item_neighbors] neighbour codes (1 + position in
+        item_vocab, 0 = none) with the graph layer. Omit all three when loading a checkpoint:
+        they travel in the state dict."""
         super().__init__()
         self.config = config
         item_ids = None
@@ -216,9 +227,10 @@ class PinnerFormer(nn.Module):
                 config.item_id_hashes,
                 config.item_token_vocab,
                 config.item_tokens_per_item,
+                config.item_neighbors,
             )
             if item_vocab is not None:
-                item_ids.set_vocab(item_vocab, item_tokens)
+                item_ids.set_vocab(item_vocab, item_tokens, item_neighbors)
         self.user_tower = UserTower(config, item_ids if config.item_ids_in_input else None)
         self.pin_tower = PinTower(
             config.features.content_dim, config.pin_hidden, config.out_dim, item_ids

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from model_core.evaluation import EvalConfig, is_eval_user
+from model_core.item_graph import co_engagement_neighbors
 from model_core.item_ids import shared_tokens
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
@@ -92,7 +93,7 @@ def fit(
     sampler = SequenceSampler(train_tl, catalog, cfg.sampler, seed=cfg.train.seed)
     sketch = sketch if sketch is not None else label_sketch(sampler, cfg)
     torch.manual_seed(cfg.train.seed)
-    vocab = tokens = None
+    vocab = tokens = neighbors = None
     if cfg.model.item_id_vocab:
         # Only the items the training data shows get an id row; any other item keeps the zero
         # row and is its content alone. A row it never trains would stay a random vector that
@@ -106,13 +107,16 @@ def fit(
                 n_tokens, per_item = int(tokens.max()), tokens.shape[1]
             else:
                 tokens = None  # no token is shared by two known items: ids alone
+        if cfg.model.item_neighbors:
+            neighbors = co_engagement_neighbors(train_tl, rows, cfg.model.item_neighbors)
         model_cfg = dataclasses.replace(
             cfg.model,
             item_id_vocab=len(vocab),
             item_token_vocab=n_tokens,
             item_tokens_per_item=per_item,
+            item_neighbors=0 if neighbors is None else neighbors.shape[1],
         )
         cfg = dataclasses.replace(cfg, model=model_cfg)
-    model = PinnerFormer(cfg.model, vocab, tokens)
+    model = PinnerFormer(cfg.model, vocab, tokens, neighbors)
     result = train(model, sampler, sketch, cfg.loss, cfg.train, checkpoint_path, validate=validate)
     return Fitted(model, sketch, result, train_tl.n_users, sampler.sequences_per_epoch)

@@ -170,6 +170,7 @@ def experiment(args: argparse.Namespace) -> None:
         windows=args.windows,
         item_tokens=args.item_tokens,
         amp=args.amp,
+        item_graph=args.item_graph,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -181,7 +182,8 @@ def experiment(args: argparse.Namespace) -> None:
     result["command"] = (
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
-        f" --item-ids {args.item_ids} --item-tokens {args.item_tokens} --amp {args.amp}"
+        f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
+        f" --item-graph {args.item_graph} --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -280,6 +282,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "token of the items (brand, category, genre, title word) where the log has metadata; "
         "validated = train each PinnerFormer variant with and without them (first seed) and "
         "keep the better on the validation split; none = item ids alone",
+    )
+    e.add_argument(
+        "--item-graph",
+        default="auto",
+        choices=["auto", "none"],
+        help="beyond the paper: auto = with a full id table, each item also averages in the id "
+        "vectors of its 10 strongest co-engagement neighbours in the training timelines (one "
+        "graph-propagation step, PinSage's role); none = no graph layer",
     )
     e.add_argument(
         "--amp",

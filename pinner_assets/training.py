@@ -15,7 +15,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from model_core.features import FeatureConfig
-from model_core.item_ids import id_fields, token_fields
+from model_core.item_ids import id_fields, neighbor_fields, token_fields
 from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
 from model_core.recipe import RecipeConfig, label_sketch
@@ -140,6 +140,13 @@ class ModelTraining(dg.Config):
         "to each pin's id vector (model_core.item_ids). auto = where the pins carry tokens; "
         "none = ids alone.",
     )
+    item_graph: Literal["auto", "none"] = Field(
+        default="auto",
+        description="Beyond the paper: with a full id table, each pin also averages in the id "
+        "vectors of its 10 strongest co-engagement neighbours in the training timelines (one "
+        "graph-propagation step, the role of the paper's PinSage vectors; model_core.item_graph)."
+        " none = no graph layer.",
+    )
 
     def recipe(
         self,
@@ -159,6 +166,7 @@ class ModelTraining(dg.Config):
                 out_dim=self.out_dim,
                 **id_fields(n_items, self.item_ids),
                 **token_fields(tokens, n_items, self.item_ids, self.item_tokens),
+                **neighbor_fields(n_items, self.item_ids, self.item_graph),
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days

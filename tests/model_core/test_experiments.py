@@ -18,7 +18,7 @@ from model_core.validation import leave_one_out_split
 
 BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
 TINY = Budget(max_epochs=1, max_minutes=0.02, patience=1)
-ITEM_IDS = ["content_only", "ids_table", "ids_hashed"]
+ITEM_IDS = ["content_only", "ids_table", "ids_hashed", "ids_table_no_graph"]
 
 
 def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:

@@ -119,3 +119,47 @@ def test_token_vectors_train_under_bf16_autocast() -> None:
     assert table.tokens is not None
     assert table.tokens.weight.grad is not None
     assert torch.all(table.tokens.weight.grad[1] != 0)
+
+
+def test_an_item_vector_averages_in_its_neighbours_and_they_learn_from_it() -> None:
+    torch.manual_seed(0)
+    table = ItemIds(dim=4, vocab_size=3, token_vocab=1, tokens_per_item=1, neighbors_per_item=2)
+    # neighbour codes are 1 + position in the ids as passed: 70 → 10 and 40; 10 → 70; 40 → none
+    table.set_vocab(
+        np.array([70, 10, 40]),
+        tokens=np.array([[1], [1], [0]]),
+        neighbors=np.array([[2, 3], [1, 0], [0, 0]]),
+    )
+    out = table(torch.tensor([10, 40, 70, 55]))
+    e, t = table.table.weight, table.tokens.weight  # type: ignore[union-attr]
+    base = {10: e[1] + t[1], 40: e[2], 70: e[3] + t[1]}  # sorted rows: 10, 40, 70
+    assert_close(out[0], base[10] + base[70])
+    assert_close(out[1], base[40])
+    assert_close(out[2], base[70] + (base[10] + base[40]) / 2)
+    assert torch.all(out[3] == 0)  # unknown ids read nothing
+    out[1].sum().backward(retain_graph=True)  # id 40 has no neighbours, but is id 70's: only its own row learns
+    assert e.grad is not None
+    assert torch.all(e.grad[2] != 0) and torch.all(e.grad[[0, 1, 3]] == 0)
+    e.grad = None
+    out[2].sum().backward()  # what id 70 learns reaches its neighbours' rows
+    assert torch.all(e.grad[[1, 2, 3]] != 0)
+
+
+def test_neighbours_travel_in_the_checkpoint_and_train_under_bf16() -> None:
+    cfg = ModelConfig(
+        features=FeatureConfig(content_dim=4), max_len=8, hidden=16, out_dim=8,
+        item_id_vocab=3, item_neighbors=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = PinnerFormer(cfg, np.array([5, 6, 7]), item_neighbors=np.array([[2], [1], [0]]))
+    again = PinnerFormer(cfg)
+    again.load_state_dict(model.state_dict())
+    content, ids = torch.randn(3, 4), torch.tensor([5, 6, 7])
+    assert_close(model.pin_tower(content, ids), again.pin_tower(content, ids))
+    table = model.pin_tower.item_ids
+    assert table is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = (model.pin_tower(content, ids).float() * torch.randn(3, 8)).sum()  # not a norm
+    loss.backward()
+    assert table.table.weight.grad is not None
+    assert torch.all(table.table.weight.grad[1:] != 0)
