@@ -213,7 +213,8 @@ class ItemIds(nn.Module):
             width = self.item_neighbors.shape[1]
             assert neighbors.shape[0] == len(ids), f"need neighbours for {len(ids)} ids"
             assert neighbors.shape[1] <= width, f"at most {width} neighbours per id"
-            assert 0 <= neighbors.min() and neighbors.max() <= len(ids), "codes are 0..vocab"
+            assert neighbors.min() >= 0, "neighbour codes must be >= 0 (0 = none)"
+            assert neighbors.max() <= len(ids), "neighbour codes must be <= the number of ids"
             rank = np.empty_like(order)
             rank[order] = np.arange(len(order))  # position in `ids` → position among the sorted
             recoded = np.where(neighbors > 0, rank[(neighbors - 1).clip(min=0)] + 1, 0)

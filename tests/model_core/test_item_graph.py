@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from model_core.item_graph import co_engagement_neighbors
@@ -31,7 +29,8 @@ def test_neighbours_are_the_strongest_co_engaged_items_by_cosine() -> None:
     assert nb.tolist() == [[2], [1], [1], [0]]
     both = co_engagement_neighbors(tl, np.array([10, 20, 30, 40]), k=5)
     assert both.shape == (4, 2)  # trimmed to the widest row
-    assert both[0].tolist() == [2, 3] and both[3].tolist() == [0, 0]
+    assert both[0].tolist() == [2, 3]
+    assert both[3].tolist() == [0, 0]
 
 
 def test_neighbours_never_cross_users_or_the_window() -> None:
@@ -45,5 +44,5 @@ def test_neighbours_never_cross_users_or_the_window() -> None:
 
 
 def test_an_item_with_repeats_is_not_its_own_neighbour() -> None:
-    tl = dataclasses.replace(_timelines([[10, 10, 10]]))
+    tl = _timelines([[10, 10, 10]])
     assert co_engagement_neighbors(tl, np.array([10])).tolist() == [[0]]
