@@ -2,8 +2,8 @@
 
 The paper's PinSage vectors come from a graph network over Pinterest's pin-board graph: a pin's
 vector mixes in what its neighbours are. Public logs have no such vectors, and a learned id vector
-of an item with a dozen interactions learns little. So each known item also averages in the
-learned vectors of its `k` strongest co-engagement neighbours (one propagation step over the
+of an item with a dozen interactions learns little. So each known item also takes in the
+learned vectors of its `k` strongest co-engagement neighbours, and theirs (propagation over the
 item-item graph, as in LightGCN; `model_core.item_ids`): what the model learns about an item
 reaches the items engaged with alongside it.
 

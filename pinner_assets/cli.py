@@ -288,8 +288,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="auto",
         choices=["auto", "none"],
         help="beyond the paper: auto = with a full id table, each item also averages in the id "
-        "vectors of its 10 strongest co-engagement neighbours in the training timelines (one "
-        "graph-propagation step, PinSage's role); none = no graph layer",
+        "vectors of its 10 strongest co-engagement neighbours in the training timelines, and "
+        "theirs (two graph-propagation steps, PinSage's role); none = no graph layer",
     )
     e.add_argument(
         "--amp",

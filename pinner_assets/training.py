@@ -143,8 +143,9 @@ class ModelTraining(dg.Config):
     item_graph: Literal["auto", "none"] = Field(
         default="auto",
         description="Beyond the paper: with a full id table, each pin also averages in the id "
-        "vectors of its 10 strongest co-engagement neighbours in the training timelines (one "
-        "graph-propagation step, the role of the paper's PinSage vectors; model_core.item_graph)."
+        "vectors of its 10 strongest co-engagement neighbours in the training timelines, and "
+        "theirs (two graph-propagation steps, the role of the paper's PinSage vectors; "
+        "model_core.item_graph)."
         " none = no graph layer.",
     )
 

@@ -7,7 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from model_core.features import FeatureConfig
-from model_core.item_ids import MAX_TABLE_ITEMS, ItemIds, id_fields, shared_tokens
+from model_core.item_ids import GRAPH_HOPS, MAX_TABLE_ITEMS, ItemIds, id_fields, shared_tokens
 from model_core.model import ModelConfig, PinnerFormer
 
 
@@ -132,10 +132,12 @@ def test_an_item_vector_averages_in_its_neighbours_and_they_learn_from_it() -> N
     )
     out = table(torch.tensor([10, 40, 70, 55]))
     e, t = table.table.weight, table.tokens.weight  # type: ignore[union-attr]
+    assert GRAPH_HOPS == 2
     base = {10: e[1] + t[1], 40: e[2], 70: e[3] + t[1]}  # sorted rows: 10, 40, 70
-    assert_close(out[0], base[10] + base[70])
-    assert_close(out[1], base[40])
-    assert_close(out[2], base[70] + (base[10] + base[40]) / 2)
+    hop1 = {10: base[70], 40: 0 * base[40], 70: (base[10] + base[40]) / 2}
+    hop2 = {10: hop1[70], 40: 0 * base[40], 70: (hop1[10] + hop1[40]) / 2}
+    for i, item in enumerate((10, 40, 70)):
+        assert_close(out[i], base[item] + hop1[item] + hop2[item])
     assert torch.all(out[3] == 0)  # unknown ids read nothing
     # id 40 has no neighbours (though it is id 70's): only its own row learns from it
     out[1].sum().backward(retain_graph=True)
