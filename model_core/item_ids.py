@@ -34,7 +34,10 @@ plays in the paper. The neighbours' gradients flow back to their own rows.
 
 from __future__ import annotations
 
-from typing import TypedDict
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -63,15 +66,38 @@ class NeighborFields(TypedDict):
     item_neighbors: int
 
 
-def row_mean(codes: torch.Tensor, n_cols: int) -> torch.Tensor:
-    """[R, A] int64 codes (0 = none) → sparse [R, n_cols]: row r holds 1/n at each of its n
-    nonzero codes (a row without any is empty). Times a [n_cols, D] table: each row's mean."""
-    keep = codes > 0
-    row = torch.arange(codes.shape[0], device=codes.device).unsqueeze(1).expand_as(codes)[keep]
-    n = keep.sum(1).clamp_min(1)
-    values = 1.0 / n[row].to(torch.float32)
-    idx = torch.stack([row, codes[keep]])  # in range: set_vocab checks the codes
-    return torch.sparse_coo_tensor(idx, values, (codes.shape[0], n_cols), check_invariants=False)
+class RowMean:
+    """The fixed averaging matrix of [R, A] int64 codes (0 = none): row r holds 1/n at each of
+    its n nonzero codes (a row without any is empty). `RowMean(codes, n_cols) @ table` ([n_cols,
+    D]) is each row's mean, as a CSR product whose backward is a second CSR product with the
+    transpose, built once: torch.sparse.mm's own COO backward took 5x as long (RESULTS_NOTES)."""
+
+    def __init__(self, codes: torch.Tensor, n_cols: int) -> None:
+        keep = codes > 0
+        row = torch.arange(codes.shape[0], device=codes.device).unsqueeze(1).expand_as(codes)[keep]
+        n = keep.sum(1).clamp_min(1)
+        values = 1.0 / n[row].to(torch.float32)
+        idx = torch.stack([row, codes[keep]])  # in range: set_vocab checks the codes
+        shape = (codes.shape[0], n_cols)
+        coo = torch.sparse_coo_tensor(idx, values, shape, check_invariants=False).coalesce()
+        with warnings.catch_warnings():  # "CSR support is in beta": the product is what we use
+            warnings.simplefilter("ignore", UserWarning)
+            self.matrix = coo.to_sparse_csr()
+            self.transpose = coo.t().coalesce().to_sparse_csr()
+
+    def __matmul__(self, table: torch.Tensor) -> torch.Tensor:
+        return _SparseProduct.apply(self.matrix, self.transpose, table)
+
+
+class _SparseProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, matrix: torch.Tensor, transpose: torch.Tensor, x: torch.Tensor) -> Any:
+        ctx.transpose = transpose
+        return matrix @ x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        return None, None, ctx.transpose @ grad
 
 
 def id_fields(n_items: int, mode: str = "auto") -> IdFields:
@@ -183,6 +209,8 @@ class ItemIds(nn.Module):
         if self.has_neighbors:
             shape = (vocab_size + 1, neighbors_per_item)
             self.register_buffer("item_neighbors", torch.zeros(shape, dtype=torch.int64))
+        self._means: dict[str, tuple[Any, RowMean]] = {}
+        self._shared: torch.Tensor | None = None
 
     def set_vocab(
         self, ids: np.ndarray, tokens: np.ndarray | None = None, neighbors: np.ndarray | None = None
@@ -223,12 +251,47 @@ class ItemIds(nn.Module):
             self.item_neighbors.zero_()
             self.item_neighbors[1:, : neighbors.shape[1]] = torch.from_numpy(recoded[order])
 
-    def token_mean(self) -> torch.Tensor:
-        """Sparse [vocab_size + 1, token_vocab + 1]: each row's token mean (`row_mean`; row 0,
-        the unknown id, is empty). Built per call from the buffer (a few ms), so a loaded state
-        dict is always what it reads."""
-        assert self.tokens is not None, "this table has no item tokens"
-        return row_mean(self.item_tokens, self.tokens.num_embeddings)
+    def _mean(self, name: str, n_cols: int) -> RowMean:
+        """The averaging matrix of buffer `name`, rebuilt whenever the buffer changes (a loaded
+        state dict, `set_vocab`, a move to another device)."""
+        codes: torch.Tensor = getattr(self, name)
+        key = (codes.data_ptr(), codes._version, codes.device)
+        cached = self._means.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, RowMean(codes, n_cols))
+            self._means[name] = cached
+        return cached[1]
+
+    def vectors(self) -> torch.Tensor:
+        """Full table: [vocab_size + 1, dim], every row's vector: E[id], plus its token mean,
+        then GRAPH_HOPS propagation steps over the neighbours. Row 0 (unknown ids) stays zero.
+        In fp32 even under bf16 autocast (the sparse products' backward cannot mix the two)."""
+        if self._shared is not None:
+            return self._shared
+        with torch.autocast(self.table.weight.device.type, enabled=False):
+            out = self.table.weight
+            if self.tokens is not None:
+                out = (
+                    out + self._mean("item_tokens", self.tokens.num_embeddings) @ self.tokens.weight
+                )
+            if self.has_neighbors:
+                neighbors = self._mean("item_neighbors", self.vocab_size + 1)
+                hop = out
+                for _ in range(GRAPH_HOPS):
+                    hop = neighbors @ hop
+                    out = out + hop
+        return out
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """Within the block every lookup reads one computation of `vectors()`: a training step
+        embeds the user tower's inputs and the pin tower's items from the same table."""
+        plain = self.tokens is None and not self.has_neighbors
+        self._shared = None if plain or not self.vocab_size else self.vectors()
+        try:
+            yield
+        finally:
+            self._shared = None
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Full table: ids → rows (1 + position among the known ids; 0 when unknown)."""
@@ -240,19 +303,7 @@ class ItemIds(nn.Module):
             rows = self.rows(ids)
             if self.tokens is None and not self.has_neighbors:
                 return self.table(rows)
-            # one sparse matmul gives every row's mean: cheaper than gathering [.., A, D]; in
-            # fp32 even under bf16 autocast (its backward cannot mix the two)
-            with torch.autocast(self.table.weight.device.type, enabled=False):
-                per_row = self.table.weight
-                if self.tokens is not None:
-                    per_row = per_row + torch.sparse.mm(self.token_mean(), self.tokens.weight)
-                if self.has_neighbors:
-                    nb = row_mean(self.item_neighbors, self.vocab_size + 1)
-                    hop = per_row
-                    for _ in range(GRAPH_HOPS):
-                        hop = torch.sparse.mm(nb, hop)
-                        per_row = per_row + hop
-            return F.embedding(rows, per_row, padding_idx=0)  # unknown ids stay zero
+            return F.embedding(rows, self.vectors(), padding_idx=0)  # unknown ids stay zero
         out = self.table(hash_bucket(ids, self.buckets, 0))
         for k in range(1, self.n_hashes):
             out = out + self.table(hash_bucket(ids, self.buckets, k))

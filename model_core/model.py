@@ -22,6 +22,7 @@ co-engagement neighbours' (`item_neighbors`, `model_core.item_graph`).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -255,4 +256,6 @@ class PinnerFormer(nn.Module):
         item_ids:         [K] int64  their pin ids
         Returns user_emb [N, D] and item_emb [K, D], both unit norm.
         """
-        return self.user_tower.at(seq, pair_b, pair_pos), self.pin_tower(item_content, item_ids)
+        table = self.pin_tower.item_ids
+        with nullcontext() if table is None else table.shared():  # one table for both towers
+            return self.user_tower.at(seq, pair_b, pair_pos), self.pin_tower(item_content, item_ids)

@@ -167,3 +167,45 @@ def test_neighbours_travel_in_the_checkpoint_and_train_under_bf16() -> None:
     loss.backward()
     assert table.table.weight.grad is not None
     assert torch.all(table.table.weight.grad[1:] != 0)
+
+
+def test_the_sparse_products_and_one_shared_table_give_dense_gradients() -> None:
+    """The CSR products (with their transposes as the backward) and one `vectors()` a step
+    must give the gradients of the dense computation, after a state dict replaces the codes."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    table = ItemIds(dim=3, vocab_size=6, token_vocab=4, tokens_per_item=2, neighbors_per_item=3)
+    table.set_vocab(
+        np.arange(6) + 10, rng.integers(0, 5, size=(6, 2)), rng.integers(0, 7, size=(6, 3))
+    )
+    table(torch.tensor([10]))  # builds and caches the matrices of these codes
+    other = ItemIds(dim=3, vocab_size=6, token_vocab=4, tokens_per_item=2, neighbors_per_item=3)
+    other.set_vocab(
+        np.arange(6) + 10, rng.integers(0, 5, size=(6, 2)), rng.integers(0, 7, size=(6, 3))
+    )
+    table.load_state_dict(other.state_dict())  # new codes: the cache must notice
+    ids = torch.tensor([10, 12, 15, 15, 99])
+    with table.shared():
+        out = (table(ids) * torch.arange(15.0).view(5, 3)).sum() + table(ids[:2]).sum()
+    out.backward()
+
+    def dense_mean(codes: torch.Tensor, n_cols: int) -> torch.Tensor:
+        m = torch.zeros(codes.shape[0], n_cols)
+        for r, row in enumerate(codes.tolist()):
+            for c in row:
+                if c:
+                    m[r, c] += 1.0 / sum(1 for x in row if x)
+        return m
+
+    e = table.table.weight.detach().clone().requires_grad_()
+    t = table.tokens.weight.detach().clone().requires_grad_()  # type: ignore[union-attr]
+    vec = e + dense_mean(table.item_tokens, 5) @ t
+    a, hop = dense_mean(table.item_neighbors, 7), vec
+    for _ in range(GRAPH_HOPS):
+        hop = a @ hop
+        vec = vec + hop
+    vec = torch.cat([vec[:1] * 0, vec[1:]])  # row 0: unknown ids, zero and never trained
+    rows = table.rows(ids)
+    ((vec[rows] * torch.arange(15.0).view(5, 3)).sum() + vec[rows[:2]].sum()).backward()
+    assert_close(table.table.weight.grad, e.grad)
+    assert_close(table.tokens.weight.grad, t.grad)  # type: ignore[union-attr]
