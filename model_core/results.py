@@ -119,11 +119,13 @@ def _train(r: dict[str, Any]) -> str:
 
 
 def _label(row: dict[str, Any]) -> str:
-    """The variant, "+ tokens" when its items learned metadata-token vectors, and in brackets
+    """The variant, "+ tokens" when its items learned metadata-token vectors, "+ graph" with the
+    co-engagement graph layer (`model_core.item_graph`), and in brackets
     PinnerFormer's training windows when they are not the paper's, whether the validation split
     chose the token vectors (`--item-tokens validated`) and "bf16" when it trained under bf16
     autocast."""
     label = row["variant"] + (" + tokens" if row.get("item_tokens") else "")
+    label += " + graph" if row.get("item_neighbors") else ""
     notes = [] if row.get("windows") in (None, "random") else [f"{row['windows']} windows"]
     notes += ["tokens chosen on validation"] if row.get("token_choice") else []
     notes += ["bf16"] if row.get("bf16") else []
@@ -216,6 +218,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
                 " and learned metadata-token vectors where the log has metadata and they win on"
                 " the validation split"
             )
+        if ids != "none" and res.get("item_graph") == "auto":
+            split += " and a co-engagement graph layer over the ids (`--item-graph auto`)"
         split += (
             "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
             if res.get("negatives") == "catalog"
@@ -283,11 +287,12 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """What makes a row distinct within a section: the same variant on other training windows
-    (`--windows`), with item-token vectors, trained in bf16, or with the token vectors chosen on
-    validation, is another row."""
+    (`--windows`), with item-token vectors, trained in bf16, with the token vectors chosen on
+    validation, or with the co-engagement graph layer, is another row."""
     return (
         row["table"], row["variant"], row.get("scored_on"), row.get("windows"),
         bool(row.get("item_tokens")), bool(row.get("bf16")), bool(row.get("token_choice")),
+        bool(row.get("item_neighbors")),
     )  # fmt: skip
 
 

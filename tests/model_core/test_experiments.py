@@ -167,7 +167,10 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     choice = {"seed": 0, "with": 0.031, "without": 0.029, "kept": True}
     chosen["rows"][0] |= {"windows": "tiled", "item_tokens": True, "bf16": True}
     chosen["rows"][0] |= {"token_choice": choice}
-    merged = merge([pf, peers, longer, content_only, tiled, tokens, bf16, chosen])
+    graph = result([("objectives", "sasrec")], minutes=12.0)  # ... and the graph layer
+    graph["rows"][0] |= {"windows": "tiled", "item_tokens": True, "bf16": True}
+    graph["rows"][0] |= {"token_choice": choice, "item_neighbors": 10}
+    merged = merge([pf, peers, longer, content_only, tiled, tokens, bf16, chosen, graph])
     assert [[(r["table"], r["variant"]) for r in m["rows"]] for m in merged] == [
         [
             ("baselines", "popularity"),
@@ -178,11 +181,12 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
             ("objectives", "sasrec"),
             ("objectives", "sasrec"),
             ("objectives", "sasrec"),
+            ("objectives", "sasrec"),
         ],
         [("objectives", "sasrec")],
     ]
     caps = [(r.get("budget") or {}).get("max_minutes") for r in merged[0]["rows"]]
-    assert caps == [None, 5.0, 25.0, 5.0, 12.0, 12.0, 12.0, 12.0]
+    assert caps == [None, 5.0, 25.0, 5.0, 12.0, 12.0, 12.0, 12.0, 12.0]
     assert len(pf["rows"]) == 2  # the inputs are not changed
     assert "budget" not in pf["rows"][1]
     text = render(merged[:1], [])
@@ -195,6 +199,7 @@ def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> No
     assert "| sasrec + tokens (tiled windows, bf16) |" in text
     label = "| sasrec + tokens (tiled windows, tokens chosen on validation, bf16) |"
     assert label in text
+    assert "| sasrec + tokens + graph (tiled windows, tokens chosen on validation, bf16) |" in text
     assert "token vectors kept: validation 0.0310 with, 0.0290 without (seed 0)" in text
     assert "| sasrec |" in text
 
