@@ -38,6 +38,7 @@ compare: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_model.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_item_table.py
 	$(BIN)/python benchmarks/bench_scale.py
 
 # The UI has no authentication: it listens on localhost unless UI_HOST says otherwise.
