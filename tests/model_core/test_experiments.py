@@ -29,6 +29,9 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
         lo, hi = row["recall_at_10_ci"]
         assert 0.0 <= lo <= row["recall_at_10"] <= hi <= 1.0 or row["eval_users"] == 0
         assert "hr_at_10" not in row
+    graph = {r["variant"]: r["item_neighbors"] for r in paper["rows"] if "item_neighbors" in r}
+    assert graph["ids_table"] > 0  # the default: the co-engagement graph layer
+    assert graph["ids_table_no_graph"] == graph["content_only"] == graph["ids_hashed"] == 0
     loo = run("synthetic", None, ["item_ids"], "leave_one_out", seeds=[0], quick=True, budget=TINY)
     for row in loo["rows"]:
         for suffix in ("", "_unfiltered"):  # seen items removed (the default), and not
