@@ -127,9 +127,9 @@ def test_peers_and_variant_filter() -> None:
 
     text = render(merge([res]), [])
     assert "### Paired: PinnerFormer over each reference SASRec" in text
-    for peer in PEERS:
-        assert f"| dense_all_action_k28 | {peer} | " in text
-        assert f"| sasrec (tiled windows) | {peer} | " in text
+    for peer in PEERS:  # the default: ids with the co-engagement graph layer
+        assert f"| dense_all_action_k28 + graph | {peer} | " in text
+        assert f"| sasrec + graph (tiled windows) | {peer} | " in text
 
 
 def test_files_of_one_setting_merge_into_one_section_with_baselines_once() -> None:
