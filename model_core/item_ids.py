@@ -211,6 +211,7 @@ class ItemIds(nn.Module):
             self.register_buffer("item_neighbors", torch.zeros(shape, dtype=torch.int64))
         self._means: dict[str, tuple[Any, RowMean]] = {}
         self._shared: torch.Tensor | None = None
+        self._inference: tuple[Any, torch.Tensor] | None = None
 
     def set_vocab(
         self, ids: np.ndarray, tokens: np.ndarray | None = None, neighbors: np.ndarray | None = None
@@ -265,9 +266,20 @@ class ItemIds(nn.Module):
     def vectors(self) -> torch.Tensor:
         """Full table: [vocab_size + 1, dim], every row's vector: E[id], plus its token mean,
         then GRAPH_HOPS propagation steps over the neighbours. Row 0 (unknown ids) stays zero.
-        In fp32 even under bf16 autocast (the sparse products' backward cannot mix the two)."""
+        In fp32 even under bf16 autocast (the sparse products' backward cannot mix the two).
+        Without autograd (validation, inference in chunks) the result is kept until a weight or
+        code buffer changes, so a pass over many chunks computes it once."""
         if self._shared is not None:
             return self._shared
+        if torch.is_grad_enabled():
+            return self._compute_vectors()
+        tensors = [*self.parameters(), *self.buffers()]
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._inference is None or self._inference[0] != key:
+            self._inference = (key, self._compute_vectors())
+        return self._inference[1]
+
+    def _compute_vectors(self) -> torch.Tensor:
         with torch.autocast(self.table.weight.device.type, enabled=False):
             out = self.table.weight
             if self.tokens is not None:

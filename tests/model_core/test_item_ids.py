@@ -209,3 +209,16 @@ def test_the_sparse_products_and_one_shared_table_give_dense_gradients() -> None
     ((vec[rows] * torch.arange(15.0).view(5, 3)).sum() + vec[rows[:2]].sum()).backward()
     assert_close(table.table.weight.grad, e.grad)
     assert_close(table.tokens.weight.grad, t.grad)  # type: ignore[union-attr]
+
+
+def test_inference_reuses_the_table_until_a_weight_changes() -> None:
+    table = ItemIds(dim=3, vocab_size=3, neighbors_per_item=1)
+    table.set_vocab(np.array([1, 2, 3]), neighbors=np.array([[2], [1], [0]]))
+    with torch.no_grad():
+        first = table.vectors()
+        assert table.vectors() is first  # chunks of one pass share it
+        table.table.weight[2] += 1.0  # an optimizer step changes the weights in place
+        moved = table.vectors()
+    assert moved is not first
+    assert not torch.allclose(moved[1], first[1])  # id 1's neighbour is id 2
+    assert table.vectors().requires_grad  # training never reads the kept copy
