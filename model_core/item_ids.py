@@ -173,6 +173,9 @@ class ItemIds(nn.Module):
     `set_vocab` and saved in the state dict); otherwise `buckets` rows with `n_hashes` hashes.
     token_vocab > 0 (full table only): each known id also carries up to `tokens_per_item` token
     codes in 1..token_vocab (the `item_tokens` buffer), whose learned vectors are averaged in.
+    neighbors_per_item > 0 (full table only): each known id also carries up to that many
+    co-engagement neighbours (the `item_neighbors` buffer, rows 1..vocab_size), propagated
+    GRAPH_HOPS times (`vectors`).
     """
 
     known: torch.Tensor
