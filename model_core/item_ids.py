@@ -255,6 +255,12 @@ class ItemIds(nn.Module):
             self.item_neighbors.zero_()
             self.item_neighbors[1:, : neighbors.shape[1]] = torch.from_numpy(recoded[order])
 
+    @property
+    def mixes(self) -> bool:
+        """Whether a row's vector is more than its own E[id] (full table with tokens or
+        neighbours): lookups then read `vectors()`."""
+        return bool(self.vocab_size) and (self.tokens is not None or self.has_neighbors)
+
     def _mean(self, name: str, n_cols: int) -> RowMean:
         """The averaging matrix of buffer `name`, rebuilt whenever the buffer changes (a loaded
         state dict, `set_vocab`, a move to another device)."""
@@ -301,8 +307,7 @@ class ItemIds(nn.Module):
     def shared(self) -> Iterator[None]:
         """Within the block every lookup reads one computation of `vectors()`: a training step
         embeds the user tower's inputs and the pin tower's items from the same table."""
-        plain = self.tokens is None and not self.has_neighbors
-        self._shared = None if plain or not self.vocab_size else self.vectors()
+        self._shared = self.vectors() if self.mixes else None
         try:
             yield
         finally:
@@ -316,7 +321,7 @@ class ItemIds(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.vocab_size:
             rows = self.rows(ids)
-            if self.tokens is None and not self.has_neighbors:
+            if not self.mixes:
                 return self.table(rows)
             return F.embedding(rows, self.vectors(), padding_idx=0)  # unknown ids stay zero
         out = self.table(hash_bucket(ids, self.buckets, 0))
