@@ -5,7 +5,9 @@
 "before" is this repository at BASELINE_COMMIT (the code before the learning-quality work),
 extracted with `git archive` and timed in a subprocess on the same data and sizes; "after" is the
 working tree, in fp32 and with bf16 autocast. Each row trains `fit` for a fixed number of steps
-(B = 128, M = 64, H = 64, L = 2) on the synthetic world and reports sequences/s; the step's
+(B = 128, M = 64, H = 64, L = 2) on the synthetic world and reports sequences/s, after
+`--warmup` untimed steps on other batches (a training run's steady state: a fresh process's first
+steps pay one-off costs, such as oneDNN compiling a bf16 kernel for each new shape); the step's
 achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode on one step) is printed next to what
 this machine's 1024² matmul reaches in fp32 and bf16. The machine is shared: every run is
 repeated `--rounds` times, interleaved (before, after fp32, after bf16, before, ...), and the table
@@ -56,6 +58,10 @@ cfg = RecipeConfig(
     sampler=SamplerConfig(objective=objective),
     train=TrainConfig(**train_kw),
 )
+warm = int(sys.argv[6])
+if warm:  # a different seed: other batches, so the timed run meets shapes of its own
+    warm_train = dataclasses.replace(cfg.train, steps=warm, seed=1)
+    fit(tl, catalog, dataclasses.replace(cfg, train=warm_train))
 fitted = fit(tl, catalog, cfg)
 flops = None
 try:
@@ -87,10 +93,12 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeat: int = 20) -> float:
     return 2 * n**3 * repeat / (time.perf_counter() - t0) / 1e9
 
 
-def measure(tree: Path, objective: str, steps: int, threads: int, amp: str, size: str) -> dict:
+def measure(
+    tree: Path, objective: str, steps: int, threads: int, amp: str, size: str, warm: int
+) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
-        [sys.executable, "-c", SNIPPET, objective, str(steps), str(threads), amp, size],
+        [sys.executable, "-c", SNIPPET, objective, str(steps), str(threads), amp, size, str(warm)],
         env=env,
         cwd=tree,
         capture_output=True,
@@ -105,6 +113,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny world, few steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every run")
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed steps (other batches) before the timing"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 10 if args.quick else 40
@@ -122,15 +133,17 @@ def main() -> None:
             ("after bf16", ROOT, "on"),
         )
         print(
-            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps, median of {args.rounds} "
-            f"rounds (before = {BASELINE_COMMIT})"
+            f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps after {args.warmup} "
+            f"warm-up steps, median of {args.rounds} rounds (before = {BASELINE_COMMIT})"
         )
         print(f"{'objective':<18}{'run':<12}{'seq/s':>8}{'x before':>10}{'GFLOP/s':>10}")
         for objective in ("dense_all_action", "sasrec"):
             got: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
             for _ in range(args.rounds):
                 for name, tree, amp in runs:
-                    got[name].append(measure(tree, objective, steps, args.threads, amp, size))
+                    got[name].append(
+                        measure(tree, objective, steps, args.threads, amp, size, args.warmup)
+                    )
             for name, _, _ in runs:
                 rates = [r["seq_per_s"] for r in got[name]]
                 ratio = statistics.median(

@@ -31,12 +31,16 @@ Table 10: every pair has ONE uniformly sampled negative and the loss is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
+
+from model_core.buckets import bucket_rows, cpu_bf16
 
 Negatives = Literal["in_batch", "random", "mixed", "catalog"]
 LossKind = Literal["sampled_softmax", "bce"]
@@ -148,6 +152,17 @@ class Excluded:
         return logits.index_put_((self.row[lo:hi] - start, self.col[lo:hi]), value)
 
 
+LOG2E = 1.0 / math.log(2.0)
+
+
+def _logsumexp_rows(block: torch.Tensor) -> torch.Tensor:
+    """[R, K] fp32 → [R] log Σ_k exp, overwriting `block`. Through exp2: on an AVX512 CPU
+    torch's exp2 runs ~3x faster than its exp, and this is 2.2x faster than torch.logsumexp on
+    a [64, 7000] block (the loss's blocks), equal to it in fp32."""
+    top = block.amax(1, keepdim=True)
+    return top.squeeze(1) + block.sub_(top).mul_(LOG2E).exp2_().sum(1).log()
+
+
 class NegativeLogSumExp(torch.autograd.Function):
     """[N] log Σ_{k not excluded} exp(<q_n, e_k> - log Q_k): the negatives' log-partition per row.
 
@@ -188,30 +203,41 @@ class NegativeLogSumExp(torch.autograd.Function):
         excluded: Excluded,
         matmul_dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        rows = max(
-            NegativeLogSumExp.MIN_ROWS, NegativeLogSumExp.BLOCK_ELEMS // max(1, emb.shape[0])
-        )
-        lse = q.new_empty(q.shape[0], dtype=torch.float32)
+        N, K = q.shape[0], emb.shape[0]
         q_mm, emb_mm = q.to(matmul_dtype), emb.to(matmul_dtype)
-        starts = excluded.starts(q.shape[0], rows)
-        for i, a in enumerate(range(0, q.shape[0], rows)):
+        if cpu_bf16(emb_mm):
+            # Shapes that recur from step to step (`model_core.buckets`): zero candidates whose
+            # log Q is the largest float (their logits vanish), whole blocks of zero rows.
+            emb_mm = F.pad(emb_mm, (0, 0, 0, bucket_rows(K) - K))
+            log_q = F.pad(log_q, (0, emb_mm.shape[0] - K), value=torch.finfo(torch.float32).max)
+        rows = max(
+            NegativeLogSumExp.MIN_ROWS, NegativeLogSumExp.BLOCK_ELEMS // max(1, emb_mm.shape[0])
+        )
+        if cpu_bf16(emb_mm):
+            q_mm = F.pad(q_mm, (0, 0, 0, -N % rows))
+        lse = q.new_empty(q_mm.shape[0], dtype=torch.float32)
+        starts = excluded.starts(q_mm.shape[0], rows)
+        for i, a in enumerate(range(0, q_mm.shape[0], rows)):
             at = (a, starts[i], starts[i + 1])
             block = NegativeLogSumExp._logits(q_mm[a : a + rows], emb_mm, log_q, excluded, at)
-            lse[a : a + rows] = torch.logsumexp(block, dim=1)
+            lse[a : a + rows] = _logsumexp_rows(block)
         ctx.save_for_backward(q_mm, emb_mm, log_q, lse)
-        ctx.rows, ctx.excluded, ctx.starts = rows, excluded, starts
-        return lse
+        ctx.rows, ctx.excluded, ctx.starts, ctx.shape = rows, excluded, starts, (N, K)
+        return lse[:N].clone()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, emb, log_q, lse = ctx.saved_tensors
+        (N, K) = ctx.shape
+        grad = F.pad(grad, (0, q.shape[0] - N))  # the padding rows pass no gradient
         grad_q = torch.empty(q.shape, dtype=torch.float32, device=q.device)
         grad_emb = torch.zeros(emb.shape, dtype=torch.float32, device=emb.device)
         for i, a in enumerate(range(0, q.shape[0], ctx.rows)):
             b = slice(a, a + ctx.rows)
             at = (a, ctx.starts[i], ctx.starts[i + 1])
             p = NegativeLogSumExp._logits(q[b], emb, log_q, ctx.excluded, at)
-            p.sub_(lse[b].unsqueeze(1)).exp_().mul_(grad[b].unsqueeze(1))  # softmax x upstream
+            p.sub_(lse[b].unsqueeze(1)).mul_(LOG2E).exp2_()  # the softmax (`_logsumexp_rows`)
+            p.mul_(grad[b].unsqueeze(1))  # x upstream
             if q.dtype == torch.float32:
                 grad_q[b] = p @ emb
                 grad_emb.addmm_(p.T, q[b])
@@ -219,7 +245,7 @@ class NegativeLogSumExp(torch.autograd.Function):
                 p_mm = p.to(q.dtype)
                 grad_q[b] = p_mm @ emb
                 grad_emb += p_mm.T @ q[b]
-        return grad_q, grad_emb, None, None, None
+        return grad_q[:N], grad_emb[:K], None, None, None
 
 
 def same_user_or_item(

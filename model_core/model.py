@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_core.buckets import bucket_rows, cpu_bf16, row_bucketed
 from model_core.features import ActionEncoder, FeatureConfig, SeqBatch
 from model_core.item_ids import ItemIds
 from model_core.packing import Packing, causal_attention
@@ -156,7 +157,7 @@ class UserTower(nn.Module):
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """[..., H] → [..., D]: the output MLP and the L2 norm."""
-        return F.normalize(self.out(h).float(), dim=-1)
+        return F.normalize(row_bucketed(self.out, h).float(), dim=-1)
 
     def hidden(self, batch: SeqBatch) -> tuple[torch.Tensor, Packing]:
         """batch → [T, H], the transformer's last hidden states at the T real actions, packed
@@ -165,6 +166,9 @@ class UserTower(nn.Module):
         assert M <= self.config.max_len, f"sequence length {M} > max_len {self.config.max_len}"
         packing = Packing.of(batch)
         tokens = packing.tokens
+        T = len(tokens)
+        if cpu_bf16(batch.ts):  # pad with copies of the first action (`model_core.buckets`)
+            tokens = torch.cat([tokens, tokens[:1].expand(bucket_rows(T) - T)])
         id_emb = None
         if self.item_ids is not None:
             assert batch.pin_id is not None, "this model learns item ids: the batch needs pin_id"
@@ -173,7 +177,7 @@ class UserTower(nn.Module):
         x = self.in_drop(self.in_proj(a) + self.pos[tokens % M])  # (T, H)
         for block in self.blocks:
             x = block(x, packing)
-        return x, packing
+        return x[:T], packing
 
     def user_embedding(self, batch: SeqBatch) -> torch.Tensor:
         """[B, D]: the output at each sequence's most recent action."""
@@ -195,7 +199,7 @@ class PinTower(nn.Module):
 
     def forward(self, content: torch.Tensor, pin_ids: torch.Tensor | None = None) -> torch.Tensor:
         assert content.dim() == 2, f"content must be [N, C], got {tuple(content.shape)}"
-        h = self.mlp(content)  # (N, D)
+        h = row_bucketed(self.mlp, content)  # (N, D)
         if self.item_ids is not None:
             assert pin_ids is not None, "this pin tower embeds pin ids: pass pin_ids"
             h = h + self.item_ids(pin_ids)
