@@ -76,12 +76,15 @@ def causal_attention(qkv: torch.Tensor, packing: Packing, n_heads: int) -> torch
     """Multi-head causal self-attention within each window: qkv [T, 3H] packed → [T, H]."""
     T, H = qkv.shape[0], qkv.shape[1] // 3
     out = qkv.new_zeros(T, H)
+    # index_select / index_copy rather than [rows] indexing: their backward is a gather or an
+    # index_add, where advanced indexing's is a sorting index_put (rows never repeat here).
     for g in packing.groups:
         padded = qkv.new_zeros(g.n * g.width, 3 * H)
-        padded[g.slots] = qkv[g.rows]
+        padded.index_copy_(0, g.slots, qkv.index_select(0, g.rows))
         q, k, v = padded.view(g.n, g.width, 3, n_heads, H // n_heads).permute(2, 0, 3, 1, 4)
         y = _sdpa(q, k, v)  # (n, heads, width, H / heads)
-        out[g.rows] = y.transpose(1, 2).reshape(g.n * g.width, H)[g.slots].to(out.dtype)
+        y = y.transpose(1, 2).reshape(g.n * g.width, H).index_select(0, g.slots)
+        out.index_copy_(0, g.rows, y.to(out.dtype))
     return out
 
 
