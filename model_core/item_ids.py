@@ -276,11 +276,12 @@ class ItemIds(nn.Module):
         """Full table: [vocab_size + 1, dim], every row's vector: E[id], plus its token mean,
         then GRAPH_HOPS propagation steps over the neighbours. Row 0 (unknown ids) stays zero.
         In fp32 even under bf16 autocast (the sparse products' backward cannot mix the two).
-        Without autograd (validation, inference in chunks) the result is kept until a weight or
-        code buffer changes, so a pass over many chunks computes it once."""
+        In eval mode without autograd (validation, inference in chunks) the result is kept until
+        a weight or code buffer changes or the module returns to training, so a pass over many
+        chunks computes it once."""
         if self._shared is not None:
             return self._shared
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or self.training:
             return self._compute_vectors()
         tensors = [*self.parameters(), *self.buffers()]
         key = tuple((t.data_ptr(), t._version) for t in tensors)
@@ -302,6 +303,12 @@ class ItemIds(nn.Module):
                     hop = neighbors @ hop
                     out = out + hop
         return out
+
+    def train(self, mode: bool = True) -> ItemIds:
+        # A fused optimizer step changes the weights without bumping their `_version`, so the
+        # eval-mode table is dropped whenever training may resume.
+        self._inference = None
+        return super().train(mode)
 
     @contextmanager
     def shared(self) -> Iterator[None]:

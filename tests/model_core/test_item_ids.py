@@ -214,6 +214,7 @@ def test_the_sparse_products_and_one_shared_table_give_dense_gradients() -> None
 def test_inference_reuses_the_table_until_a_weight_changes() -> None:
     table = ItemIds(dim=3, vocab_size=3, neighbors_per_item=1)
     table.set_vocab(np.array([1, 2, 3]), neighbors=np.array([[2], [1], [0]]))
+    table.eval()
     with torch.no_grad():
         first = table.vectors()
         assert table.vectors() is first  # chunks of one pass share it
@@ -222,3 +223,25 @@ def test_inference_reuses_the_table_until_a_weight_changes() -> None:
     assert moved is not first
     assert not torch.allclose(moved[1], first[1])  # id 1's neighbour is id 2
     assert table.vectors().requires_grad  # training never reads the kept copy
+
+
+def test_a_fused_optimizer_step_between_validations_is_seen() -> None:
+    """fused AdamW (the trainer's) changes weights without bumping their `_version`: the table
+    kept for inference must not outlive a return to training (validation read a stale table)."""
+    table = ItemIds(dim=3, vocab_size=3, neighbors_per_item=1)
+    table.set_vocab(np.array([1, 2, 3]), neighbors=np.array([[2], [1], [0]]))
+    opt = torch.optim.AdamW(table.parameters(), lr=0.1, fused=True)
+    table.eval()
+    with torch.no_grad():
+        before = table.vectors().clone()
+    table.train()
+    table(torch.tensor([1, 2, 3])).sum().backward()
+    opt.step()
+    table.eval()
+    with torch.no_grad():
+        after = table.vectors()
+        assert not torch.allclose(after, before)
+        assert_close(after, table._compute_vectors())
+    with torch.no_grad():  # in training mode nothing is kept
+        table.train()
+        assert table.vectors() is not table.vectors()
