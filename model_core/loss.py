@@ -205,7 +205,8 @@ class NegativeLogSumExp(torch.autograd.Function):
     ) -> torch.Tensor:
         N, K = q.shape[0], emb.shape[0]
         q_mm, emb_mm = q.to(matmul_dtype), emb.to(matmul_dtype)
-        if cpu_bf16(emb_mm):
+        padded = cpu_bf16(emb_mm)
+        if padded:
             # Shapes that recur from step to step (`model_core.buckets`): zero candidates whose
             # log Q is the largest float (their logits vanish), whole blocks of zero rows.
             emb_mm = F.pad(emb_mm, (0, 0, 0, bucket_rows(K) - K))
@@ -213,7 +214,7 @@ class NegativeLogSumExp(torch.autograd.Function):
         rows = max(
             NegativeLogSumExp.MIN_ROWS, NegativeLogSumExp.BLOCK_ELEMS // max(1, emb_mm.shape[0])
         )
-        if cpu_bf16(emb_mm):
+        if padded:
             q_mm = F.pad(q_mm, (0, 0, 0, -N % rows))
         lse = q.new_empty(q_mm.shape[0], dtype=torch.float32)
         starts = excluded.starts(q_mm.shape[0], rows)
