@@ -63,13 +63,16 @@ def test_the_bf16_user_tower_is_unchanged_by_the_padding(monkeypatch: pytest.Mon
         assert (got_grads[name] - g).norm() <= 0.02 * g.norm() + 1e-6, name
 
 
+@pytest.mark.parametrize("saved_bytes", [2**28, 0], ids=["softmax-saved", "recomputed"])
 def test_the_bf16_blocked_softmax_is_unchanged_by_the_padding(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, saved_bytes: int
 ) -> None:
-    """Padded candidates (log Q = the largest float) and padded row blocks contribute nothing:
-    equal to a plain autograd computation over the same bf16 logits."""
+    """Padded candidates (log Q = the largest float) and padded row blocks contribute nothing,
+    whether the backward reads the forward's softmax or recomputes it: equal to a plain autograd
+    computation over the same bf16 logits."""
     monkeypatch.setattr(NegativeLogSumExp, "BLOCK_ELEMS", 4 * 104)  # 4 rows per block
     monkeypatch.setattr(NegativeLogSumExp, "MIN_ROWS", 1)
+    monkeypatch.setattr(NegativeLogSumExp, "SAVED_BYTES", saved_bytes)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(10, 8, generator=g, requires_grad=True)
     emb = torch.randn(101, 8, generator=g, requires_grad=True)  # pads to 104

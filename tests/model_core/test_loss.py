@@ -238,15 +238,18 @@ def test_logq_by_expected_count_makes_duplicate_negatives_neutral() -> None:
     )
 
 
+@pytest.mark.parametrize("saved_bytes", [2**28, 0], ids=["softmax-saved", "recomputed"])
 def test_blocked_negative_logsumexp_matches_autograd_values_and_gradients(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, saved_bytes: int
 ) -> None:
     """The negatives' log-partition is computed in row blocks with a hand-written backward; it
-    must equal plain autograd over the whole masked [N, K] matrix, across several blocks."""
+    must equal plain autograd over the whole masked [N, K] matrix, across several blocks, with
+    the softmax kept from the forward or recomputed in the backward."""
     from model_core.loss import NegativeLogSumExp, same_user_or_item
 
     monkeypatch.setattr(NegativeLogSumExp, "BLOCK_ELEMS", 3 * 11)  # 3 rows per block
     monkeypatch.setattr(NegativeLogSumExp, "MIN_ROWS", 1)
+    monkeypatch.setattr(NegativeLogSumExp, "SAVED_BYTES", saved_bytes)
     g = torch.Generator().manual_seed(0)
     q = torch.randn(10, 4, generator=g, requires_grad=True)
     emb = torch.randn(11, 4, generator=g, requires_grad=True)
