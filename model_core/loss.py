@@ -222,10 +222,10 @@ class NegativeLogSumExp(torch.autograd.Function):
         if padded:
             q_mm = F.pad(q_mm, (0, 0, 0, -N % rows))
         lse = q.new_empty(q_mm.shape[0], dtype=torch.float32)
-        keep = q_mm.shape[0] * emb_mm.shape[0] * q_mm.element_size()
+        probs_bytes = q_mm.shape[0] * emb_mm.shape[0] * q_mm.element_size()
         probs = (
             q_mm.new_empty(q_mm.shape[0], emb_mm.shape[0])
-            if keep <= NegativeLogSumExp.SAVED_BYTES
+            if probs_bytes <= NegativeLogSumExp.SAVED_BYTES
             else None
         )
         starts = excluded.starts(q_mm.shape[0], rows)
