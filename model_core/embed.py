@@ -40,9 +40,7 @@ def embed_windows(
     out = np.empty((len(ends), model.config.out_dim), dtype=np.float32)
     for i in range(0, len(ends), batch_size):
         seq = window_batch(timelines, catalog, ends[i : i + batch_size], model.config.max_len)
-        out[i : i + batch_size] = (
-            model.user_tower.user_embedding(seq.to(device)).float().cpu().numpy()
-        )
+        out[i : i + batch_size] = model.user_embedding(seq.to(device)).float().cpu().numpy()
     return out
 
 

@@ -90,6 +90,7 @@ def base_recipe(
     item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
+    latest_pin: Literal["auto", "none"] = "auto",
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -105,8 +106,10 @@ def base_recipe(
     and the `Trainer` keeps the vectors only where they win on the validation split; "none": ids
     alone. `item_graph="auto"` (beyond the paper) also averages each item's co-engagement
     neighbours into its id vector (`model_core.item_graph`) with a full id table; "none": no
-    graph. `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train
-    in fp32)."""
+    graph. `latest_pin="auto"` (beyond the paper) adds a learned share of the latest pin's
+    embedding to the user embedding wherever ids are learned (`ModelConfig.latest_pin`); "none"
+    and the content-only tower: the paper's user tower alone. `amp`: PinnerFormer's bf16
+    autocast (`TrainConfig.amp`; the reference SASRecs train in fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
@@ -125,6 +128,7 @@ def base_recipe(
                 "auto" if item_tokens == "validated" else item_tokens,
             ),
             **neighbor_fields(len(data.catalog), item_ids, item_graph),
+            latest_pin=latest_pin == "auto" and item_ids != "none",
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,
@@ -264,6 +268,7 @@ def run(
     item_tokens: Literal["validated", "auto", "none"] = "validated",
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
+    latest_pin: Literal["auto", "none"] = "auto",
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -291,6 +296,7 @@ def run(
             item_tokens,
             amp,
             item_graph,
+            latest_pin,
         )
 
     rows: list[dict[str, Any]] = []
@@ -318,6 +324,7 @@ def run(
         "item_ids": item_ids,
         "item_tokens": item_tokens,
         "item_graph": item_graph,
+        "latest_pin": latest_pin,
         "amp": amp,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,

@@ -13,6 +13,11 @@ re-pads windows of similar length together (`model_core.packing`).
 
 Pin tower: an MLP over the content embedding only, L2-normalised.
 
+Beyond the paper (`latest_pin`): the user embedding also adds a learned share of the pin
+tower's embedding of the user's latest pin, u = normalise(user tower + w · pin(latest)), so
+"more like what they just engaged with" is one parameter away instead of something the
+transformer and its output MLP must relearn (`PinnerFormer.user_at`).
+
 Beyond the paper (`item_id_vocab` / `pin_id_buckets`): a learnable item-id embedding shared by the
 pin tower (added before the norm) and the user tower's input (one more feature group per action);
 see `model_core.item_ids`. Both 0 is the paper's content-only model. With a full table the ids may
@@ -35,6 +40,8 @@ from model_core.buckets import bucket_rows, cpu_bf16, row_bucketed
 from model_core.features import ActionEncoder, FeatureConfig, SeqBatch
 from model_core.item_ids import ItemIds
 from model_core.packing import Packing, causal_attention
+
+LATEST_PIN_INIT = 0.5  # the latest pin's starting share of the user embedding (`latest_pin`)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,9 @@ class ModelConfig:
     # neighbours (`model_core.item_graph`; fit builds them from the training timelines and narrows
     # this to the widest row). 0: no graph layer.
     item_neighbors: int = 0
+    # Beyond the paper: the user embedding adds a learned share (init LATEST_PIN_INIT) of its
+    # latest pin's embedding (`PinnerFormer.user_at`). False: the paper's user tower alone.
+    latest_pin: bool = False
     init_temperature: float = 0.07  # τ start; learnable, clamped at >= min_temperature in the loss
 
     def __post_init__(self) -> None:
@@ -179,11 +189,6 @@ class UserTower(nn.Module):
             x = block(x, packing)
         return x[:T], packing
 
-    def user_embedding(self, batch: SeqBatch) -> torch.Tensor:
-        """[B, D]: the output at each sequence's most recent action."""
-        rows = torch.arange(len(batch.lengths), device=batch.lengths.device)
-        return self.at(batch, rows, batch.lengths - 1)
-
 
 class PinTower(nn.Module):
     """content [N, C] (+ pin_ids [N] int64 when ids are learned) → [N, D] unit norm."""
@@ -241,9 +246,28 @@ class PinnerFormer(nn.Module):
             config.features.content_dim, config.pin_hidden, config.out_dim, item_ids
         )
         self.log_temperature = nn.Parameter(torch.tensor(config.init_temperature).log())
+        self.latest_pin_weight = (
+            nn.Parameter(torch.tensor(LATEST_PIN_INIT)) if config.latest_pin else None
+        )
 
     def temperature(self, min_temperature: float) -> torch.Tensor:
         return self.log_temperature.exp().clamp_min(min_temperature)
+
+    def user_at(self, seq: SeqBatch, b: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """[N, D] unit-norm user embeddings as of (window b[n], position pos[n]): the user
+        tower's output, plus w · the pin tower's embedding of the pin acted on there when
+        `latest_pin` is on."""
+        user = self.user_tower.at(seq, b, pos)
+        if self.latest_pin_weight is None:
+            return user
+        ids = None if self.pin_tower.item_ids is None or seq.pin_id is None else seq.pin_id[b, pos]
+        latest = self.pin_tower(seq.content[b, pos], ids)
+        return F.normalize(user + self.latest_pin_weight * latest, dim=-1)
+
+    def user_embedding(self, seq: SeqBatch) -> torch.Tensor:
+        """[B, D]: each sequence's user embedding as of its most recent action."""
+        rows = torch.arange(len(seq.lengths), device=seq.lengths.device)
+        return self.user_at(seq, rows, seq.lengths - 1)
 
     def forward(
         self,
@@ -262,4 +286,4 @@ class PinnerFormer(nn.Module):
         """
         table = self.pin_tower.item_ids
         with nullcontext() if table is None else table.shared():  # one table for both towers
-            return self.user_tower.at(seq, pair_b, pair_pos), self.pin_tower(item_content, item_ids)
+            return self.user_at(seq, pair_b, pair_pos), self.pin_tower(item_content, item_ids)

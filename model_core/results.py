@@ -220,6 +220,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
             )
         if ids != "none" and res.get("item_graph") == "auto":
             split += " and a co-engagement graph layer over the ids (`--item-graph auto`)"
+        if ids != "none" and res.get("latest_pin") == "auto":
+            split += "; user embedding + a learned share of the latest pin's (`--latest-pin auto`)"
         split += (
             "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
             if res.get("negatives") == "catalog"

@@ -171,6 +171,7 @@ def experiment(args: argparse.Namespace) -> None:
         item_tokens=args.item_tokens,
         amp=args.amp,
         item_graph=args.item_graph,
+        latest_pin=args.latest_pin,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -183,7 +184,7 @@ def experiment(args: argparse.Namespace) -> None:
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
         f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
-        f" --item-graph {args.item_graph} --amp {args.amp}"
+        f" --item-graph {args.item_graph} --latest-pin {args.latest_pin} --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -290,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="beyond the paper: auto = with a full id table, each item also averages in the id "
         "vectors of its 10 strongest co-engagement neighbours in the training timelines, and "
         "theirs (two graph-propagation steps, PinSage's role); none = no graph layer",
+    )
+    e.add_argument(
+        "--latest-pin",
+        default="auto",
+        choices=["auto", "none"],
+        help="beyond the paper: auto = wherever ids are learned, the user embedding adds a "
+        "learned share of the embedding of the user's latest pin; none = the paper's user tower "
+        "alone",
     )
     e.add_argument(
         "--amp",

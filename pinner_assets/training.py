@@ -148,6 +148,13 @@ class ModelTraining(dg.Config):
         "model_core.item_graph)."
         " none = no graph layer.",
     )
+    latest_pin: Literal["auto", "none"] = Field(
+        default="auto",
+        description="Beyond the paper: wherever ids are learned, the user embedding adds a "
+        "learned share of the embedding of the user's latest pin, so 'more like what they just "
+        "engaged with' needs no relearning by the transformer (ModelConfig.latest_pin). none = "
+        "the paper's user tower alone.",
+    )
 
     def recipe(
         self,
@@ -168,6 +175,7 @@ class ModelTraining(dg.Config):
                 **id_fields(n_items, self.item_ids),
                 **token_fields(tokens, n_items, self.item_ids, self.item_tokens),
                 **neighbor_fields(n_items, self.item_ids, self.item_graph),
+                latest_pin=self.latest_pin == "auto" and self.item_ids != "none",
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
@@ -170,15 +171,15 @@ def test_padding_invariance() -> None:
         a, b = m.user_tower(short), m.user_tower(long)
         assert_close(a[0, :6], b[0, :6])
         assert_close(a[1, :4], b[1, :4])
-        assert_close(m.user_tower.user_embedding(short), m.user_tower.user_embedding(long))
+        assert_close(m.user_embedding(short), m.user_embedding(long))
 
 
 def test_batch_composition_does_not_change_a_users_embedding() -> None:
     m = model()
     batch = random_batch(3, 8, [8, 2, 5], seed=6)
     with torch.no_grad():
-        together = m.user_tower.user_embedding(batch)
-        alone = m.user_tower.user_embedding(
+        together = m.user_embedding(batch)
+        alone = m.user_embedding(
             SeqBatch(
                 **{
                     f: getattr(batch, f)[1:2, :2]
@@ -208,3 +209,42 @@ def test_forward_rejects_bad_shapes() -> None:
         m.user_tower(bad)
     with pytest.raises(AssertionError, match="max_len"):
         m.user_tower(random_batch(1, 17, [17]))
+
+
+def test_latest_pin_adds_its_share_of_the_latest_pins_embedding() -> None:
+    """`latest_pin`: u = normalise(user tower + w · pin(latest)); off, the paper's tower alone
+    (and no extra parameter)."""
+    torch.manual_seed(0)
+    base = ModelConfig(features=FEATURES, max_len=16, hidden=32, n_heads=4, out_dim=16)
+    plain = PinnerFormer(base).eval()
+    assert not any("latest_pin" in name for name, _ in plain.named_parameters())
+    torch.manual_seed(0)
+    m = PinnerFormer(dataclasses.replace(base, latest_pin=True)).eval()
+    batch = random_batch(3, 8, [8, 2, 5], seed=4)
+    last = batch.lengths - 1
+    rows = torch.arange(3)
+    with torch.no_grad():
+        m.latest_pin_weight.fill_(0.7)
+        tower = m.user_tower.at(batch, rows, last)
+        latest = m.pin_tower(batch.content[rows, last])
+        assert_close(m.user_embedding(batch), F.normalize(tower + 0.7 * latest, dim=-1))
+        assert_close(plain.user_embedding(batch), tower)  # same init: the towers agree
+        # With a large share the user embedding points at the latest pin: its nearest pin among
+        # the window's pins is the one acted on last.
+        m.latest_pin_weight.fill_(100.0)
+        pins = m.pin_tower(batch.content.flatten(0, 1)).view(3, 8, -1)
+        nearest = torch.einsum("bd,bmd->bm", m.user_embedding(batch), pins).argmax(1)
+    assert nearest.tolist() == last.tolist()
+
+
+def test_latest_pin_share_is_learned() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        features=FEATURES, max_len=16, hidden=32, n_heads=4, out_dim=16, latest_pin=True
+    )
+    m = PinnerFormer(cfg)
+    batch = random_batch(2, 8, [8, 3], seed=5)
+    user = m.user_embedding(batch)
+    (user @ torch.randn(16)).sum().backward()
+    assert m.latest_pin_weight.grad is not None
+    assert m.latest_pin_weight.grad.abs() > 0
