@@ -91,6 +91,7 @@ def base_recipe(
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
     latest_pin: Literal["auto", "none"] = "auto",
+    ema_decay: float = TrainConfig.ema_decay,
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -108,8 +109,10 @@ def base_recipe(
     neighbours into its id vector (`model_core.item_graph`) with a full id table; "none": no
     graph. `latest_pin="auto"` (beyond the paper) adds a learned share of the latest pin's
     embedding to the user embedding wherever ids are learned (`ModelConfig.latest_pin`); "none"
-    and the content-only tower: the paper's user tower alone. `amp`: PinnerFormer's bf16
-    autocast (`TrainConfig.amp`; the reference SASRecs train in fp32)."""
+    and the content-only tower: the paper's user tower alone. `ema_decay`: validation and the
+    scored model use a moving average of the weights (`TrainConfig.ema_decay`; 0 = off).
+    `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in
+    fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
     exact = negatives == "catalog" or (
         negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
@@ -142,6 +145,7 @@ def base_recipe(
             seed=seed,
             log_every=50,
             amp=amp,
+            ema_decay=ema_decay,
         ),
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
         eval=EvalConfig(seed=0, remove_seen=remove_seen),
@@ -269,6 +273,7 @@ def run(
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
     latest_pin: Literal["auto", "none"] = "auto",
+    ema_decay: float = TrainConfig.ema_decay,
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -297,6 +302,7 @@ def run(
             amp,
             item_graph,
             latest_pin,
+            ema_decay,
         )
 
     rows: list[dict[str, Any]] = []
@@ -325,6 +331,7 @@ def run(
         "item_tokens": item_tokens,
         "item_graph": item_graph,
         "latest_pin": latest_pin,
+        "ema_decay": ema_decay,
         "amp": amp,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,

@@ -25,6 +25,7 @@ import dagster as dg
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy etc. are beta
 
+from model_core.trainer import TrainConfig  # noqa: E402
 from pinner_assets.definitions import ASSETS  # noqa: E402
 from pinner_assets.partitions import daily_partitions  # noqa: E402
 from pinner_assets.resources import default_resources  # noqa: E402
@@ -172,6 +173,7 @@ def experiment(args: argparse.Namespace) -> None:
         amp=args.amp,
         item_graph=args.item_graph,
         latest_pin=args.latest_pin,
+        ema_decay=args.ema_decay,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -184,7 +186,8 @@ def experiment(args: argparse.Namespace) -> None:
         f"pinner experiment --source {args.source}{path} --tables {args.tables} "
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
         f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
-        f" --item-graph {args.item_graph} --latest-pin {args.latest_pin} --amp {args.amp}"
+        f" --item-graph {args.item_graph} --latest-pin {args.latest_pin}"
+        f" --ema-decay {args.ema_decay:g} --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -299,6 +302,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="beyond the paper: auto = wherever ids are learned, the user embedding adds a "
         "learned share of the embedding of the user's latest pin; none = the paper's user tower "
         "alone",
+    )
+    e.add_argument(
+        "--ema-decay",
+        type=float,
+        default=TrainConfig.ema_decay,
+        help="beyond the paper: validation, early stopping and the scored model use an "
+        "exponential moving average of PinnerFormer's weights with this decay per step; 0 = the "
+        "raw weights",
     )
     e.add_argument(
         "--amp",
