@@ -91,7 +91,7 @@ def base_recipe(
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
     latest_pin: Literal["auto", "none"] = "auto",
-    ema_decay: float = TrainConfig.ema_decay,
+    ema_epochs: float = TrainConfig.ema_epochs,
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -109,8 +109,8 @@ def base_recipe(
     neighbours into its id vector (`model_core.item_graph`) with a full id table; "none": no
     graph. `latest_pin="auto"` (beyond the paper) adds a learned share of the latest pin's
     embedding to the user embedding wherever ids are learned (`ModelConfig.latest_pin`); "none"
-    and the content-only tower: the paper's user tower alone. `ema_decay`: validation and the
-    scored model use a moving average of the weights (`TrainConfig.ema_decay`; 0 = off).
+    and the content-only tower: the paper's user tower alone. `ema_epochs`: validation and the
+    scored model use a moving average of the weights (`TrainConfig.ema_epochs`; 0 = off).
     `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the reference SASRecs train in
     fp32)."""
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
@@ -145,7 +145,7 @@ def base_recipe(
             seed=seed,
             log_every=50,
             amp=amp,
-            ema_decay=ema_decay,
+            ema_epochs=ema_epochs,
         ),
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
         eval=EvalConfig(seed=0, remove_seen=remove_seen),
@@ -273,7 +273,7 @@ def run(
     amp: Literal["auto", "on", "off"] = "auto",
     item_graph: Literal["auto", "none"] = "auto",
     latest_pin: Literal["auto", "none"] = "auto",
-    ema_decay: float = TrainConfig.ema_decay,
+    ema_epochs: float = TrainConfig.ema_epochs,
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
@@ -302,7 +302,7 @@ def run(
             amp,
             item_graph,
             latest_pin,
-            ema_decay,
+            ema_epochs,
         )
 
     rows: list[dict[str, Any]] = []
@@ -331,7 +331,7 @@ def run(
         "item_tokens": item_tokens,
         "item_graph": item_graph,
         "latest_pin": latest_pin,
-        "ema_decay": ema_decay,
+        "ema_epochs": ema_epochs,
         "amp": amp,
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,

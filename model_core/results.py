@@ -222,8 +222,8 @@ def render(results: list[dict[str, Any]], commands: list[str]) -> str:
             split += " and a co-engagement graph layer over the ids (`--item-graph auto`)"
         if ids != "none" and res.get("latest_pin") == "auto":
             split += "; user embedding + a learned share of the latest pin's (`--latest-pin auto`)"
-        if res.get("ema_decay"):
-            split += f"; weights averaged over steps (`--ema-decay {res['ema_decay']:g}`)"
+        if res.get("ema_epochs"):
+            split += f"; weights averaged over ~{res['ema_epochs']:g} epochs (`--ema-epochs`)"
         split += (
             "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
             if res.get("negatives") == "catalog"

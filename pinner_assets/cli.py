@@ -173,7 +173,7 @@ def experiment(args: argparse.Namespace) -> None:
         amp=args.amp,
         item_graph=args.item_graph,
         latest_pin=args.latest_pin,
-        ema_decay=args.ema_decay,
+        ema_epochs=args.ema_epochs,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""
@@ -187,7 +187,7 @@ def experiment(args: argparse.Namespace) -> None:
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
         f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
         f" --item-graph {args.item_graph} --latest-pin {args.latest_pin}"
-        f" --ema-decay {args.ema_decay:g} --amp {args.amp}"
+        f" --ema-epochs {args.ema_epochs:g} --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -304,12 +304,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "alone",
     )
     e.add_argument(
-        "--ema-decay",
+        "--ema-epochs",
         type=float,
-        default=TrainConfig.ema_decay,
+        default=TrainConfig.ema_epochs,
         help="beyond the paper: validation, early stopping and the scored model use an "
-        "exponential moving average of PinnerFormer's weights with this decay per step; 0 = the "
-        "raw weights",
+        "exponential moving average of PinnerFormer's weights with a memory of this many epochs "
+        "(decay per step 1 - 1 / (epochs x steps per epoch)); 0 = the raw weights",
     )
     e.add_argument(
         "--amp",

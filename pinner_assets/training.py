@@ -148,13 +148,12 @@ class ModelTraining(dg.Config):
         "model_core.item_graph)."
         " none = no graph layer.",
     )
-    ema_decay: float = Field(
-        default=TrainConfig.ema_decay,
+    ema_epochs: float = Field(
+        default=TrainConfig.ema_epochs,
         ge=0.0,
-        lt=1.0,
         description="Beyond the paper: validation and the published model use an exponential "
-        "moving average of the weights with this decay per step (model_core.trainer). 0 = the "
-        "last step's weights.",
+        "moving average of the weights with a memory of this many epochs (model_core.trainer). "
+        "0 = the last step's weights.",
     )
     latest_pin: Literal["auto", "none"] = Field(
         default="auto",
@@ -197,7 +196,7 @@ class ModelTraining(dg.Config):
                 device=device,
                 log_every=max(1, self.steps // 20),
                 patience=self.patience,
-                ema_decay=self.ema_decay,
+                ema_epochs=self.ema_epochs,
             ),
             validation_fraction=0.1 if self.early_stopping else 0.0,
         )

@@ -12,7 +12,7 @@
 # autocast on the CPU (`--amp on`; same quality as fp32 on Amazon, faster). The rows made before
 # the co-engagement graph layer existed run with `--item-graph none`; `*_graph.json` are the
 # recipe with it; the rows made before the user embedding took in the latest pin's and the
-# weights were averaged run with `--latest-pin none --ema-decay 0`; `*_latest.json` are the
+# weights were averaged run with `--latest-pin none --ema-epochs 0`; `*_latest.json` are the
 # default recipe.
 #   1. the headline on MovieLens latest-small: PinnerFormer (dense all action, SASRec objective)
 #      vs the reference SASRecs, leave-one-out, 3 seeds; the Taobao sample likewise; the paper
@@ -56,80 +56,80 @@ timed() {
 
 stream1() {
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants sasrec --patience 10 \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens auto --variants sasrec --patience 10 \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens auto --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_tokens.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_dense.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --amp on --variants sasrec --patience 10 \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --amp on --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_validated.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --amp on --variants sasrec --patience 10 \
+    --tables objectives --latest-pin none --ema-epochs 0 --amp on --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_graph.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
     --tables objectives --amp on --variants sasrec --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_latest.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --amp on --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_dense_validated.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens auto --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens auto --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_tokens.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens auto --amp on --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens auto --amp on --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_tokens_bf16.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --amp on --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --amp on --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_validated.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --amp on --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --amp on --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_graph.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables objectives --amp on --variants sasrec \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_latest.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants sasrec --windows random \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants sasrec --windows random \
     --seeds 0,1,2 --max-minutes "$AZ_M" --out results/amazon_loo_sasrec_random.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives,peers --latest-pin none --ema-decay 0 --item-graph none --item-tokens none \
+    --tables objectives,peers --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none \
     --variants dense_all_action,sasrec_reference,sasrec_ce \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants sasrec \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_sasrec.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens auto --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens auto --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_tokens.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens auto --amp on --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens auto --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_tokens_bf16.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --amp on --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_bf16.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --amp on --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_validated.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --amp on --variants dense_all_action \
+    --tables objectives --latest-pin none --ema-epochs 0 --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_graph.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
     --tables objectives --amp on --variants dense_all_action \
     --seeds 0,1,2 --max-minutes "$TB_M" --out results/taobao_loo_latest.json
   timed $PINNER experiment --source taobao --path "$TB" --protocol paper \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants dense_all_action_k28,sasrec \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants dense_all_action_k28,sasrec \
     --seeds 0,1,2 --max-minutes "$PAPER_M" --out results/taobao_paper.json
   timed $PINNER experiment --source synthetic --protocol paper \
-    --tables objectives,item_ids,inference,bce,negatives,multitask,features --latest-pin none --ema-decay 0 --item-graph none \
+    --tables objectives,item_ids,inference,bce,negatives,multitask,features --latest-pin none --ema-epochs 0 --item-graph none \
     --seeds 0 --max-minutes "$SY_M" --out results/synthetic_paper.json
 }
 
@@ -141,7 +141,7 @@ stream2() {
     --tables peers --variants sasrec_ce --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_CE_M" --out results/movielens_loo_ce.json
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants sasrec --windows random --patience 10 \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants sasrec --windows random --patience 10 \
     --seeds 0,1,2 --max-minutes "$ML_M" --out results/movielens_loo_random.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables peers --variants sasrec_ce \
@@ -150,7 +150,7 @@ stream2() {
     --tables peers --variants sasrec_reference \
     --seeds 0 --max-minutes "$AZ_M" --out results/amazon_loo_bce.json
   timed $PINNER experiment --source amazon --path "$AZ" --protocol paper \
-    --tables objectives --latest-pin none --ema-decay 0 --item-graph none --item-tokens none --variants dense_all_action_k28,sasrec --remove-seen \
+    --tables objectives --latest-pin none --ema-epochs 0 --item-graph none --item-tokens none --variants dense_all_action_k28,sasrec --remove-seen \
     --seeds 0,1,2 --max-minutes "$PAPER_M" --out results/amazon_paper.json
 }
 

@@ -135,21 +135,21 @@ def test_resume_from_checkpoint_is_exact(
 def test_the_run_returns_the_moving_average_of_its_weights(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
-    """`ema_decay`: the returned weights are the average, not the last step's. With a decay
-    near 1 the average never leaves the weights after the first step (its first update copies
-    them); with 0 the run returns its last weights."""
+    """`ema_epochs`: the returned weights are the average, not the last step's. With a memory
+    of ~forever the average never leaves the weights after the first step (its first update
+    copies them); with 0 the run returns its last weights."""
     cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=20)
     sampler = SequenceSampler(tiny_timelines, tiny_catalog, cfg.sampler, seed=cfg.train.seed)
     sketch = label_sketch(sampler, cfg)
 
-    def run(decay: float, stop_after: int | None = None) -> dict[str, torch.Tensor]:
+    def run(epochs: float, stop_after: int | None = None) -> dict[str, torch.Tensor]:
         torch.manual_seed(cfg.train.seed)
         model = PinnerFormer(cfg.model)
-        train_cfg = dataclasses.replace(cfg.train, ema_decay=decay)
+        train_cfg = dataclasses.replace(cfg.train, ema_epochs=epochs)
         train(model, sampler, sketch, cfg.loss, train_cfg, stop_after=stop_after)
         return model.state_dict()
 
-    first_step, raw, frozen = run(0.0, stop_after=1), run(0.0), run(1.0 - 1e-12)
+    first_step, raw, frozen = run(0.0, stop_after=1), run(0.0), run(1e12)
     for name, value in frozen.items():
         assert_close(value, first_step[name], msg=name)
     assert any(not torch.equal(raw[n], first_step[n]) for n in raw)
