@@ -172,6 +172,9 @@ def _from_rank0(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
+EMA_MAX_RUN_SHARE = 0.1  # the weight average's memory is at most this share of the run's steps
+
+
 def uniform_log_count(n_random: int, corpus_size: int) -> float:
     """log E[copies of an item among n_random uniform draws with replacement] = log(R / N)."""
     return math.log(n_random / corpus_size)
@@ -206,11 +209,11 @@ def train(
     opt = torch.optim.AdamW(
         param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True
     )
-    ema = averaged(raw_model, cfg.ema_epochs * sampler.steps_per_epoch(cfg.batch_size) / world)
-    served = raw_model if ema is None else ema.module  # what validation scores and fit returns
     result = TrainResult(device=str(device))
     n_steps = total_steps(cfg, sampler, world)
     spe = max(1, sampler.steps_per_epoch(cfg.batch_size) // world)
+    ema = averaged(raw_model, cfg.ema_epochs * spe, n_steps)
+    served = raw_model if ema is None else ema.module  # what validation scores and fit returns
     eval_every = cfg.eval_every or spe
     start = 0
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (-math.inf, 0, None)
@@ -403,13 +406,14 @@ def train(
     return result
 
 
-def averaged(model: torch.nn.Module, memory_steps: float) -> AveragedModel | None:
-    """An exponential moving average of `model`'s weights with a memory of `memory_steps`
-    (decay 1 - 1 / memory_steps per step); None when 0. Its first update copies the weights, so
-    early steps are not pulled towards the initialisation."""
+def averaged(model: torch.nn.Module, memory_steps: float, run_steps: int) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights with a memory of `memory_steps`, at
+    most EMA_MAX_RUN_SHARE of the run's `run_steps` (decay 1 - 1 / memory per step; a short run
+    averaged over most of its length would serve half-trained weights); None when 0. Its first
+    update copies the weights, so early steps are not pulled towards the initialisation."""
     if not memory_steps:
         return None
-    decay = 1.0 - 1.0 / max(1.0, memory_steps)
+    decay = 1.0 - 1.0 / max(1.0, min(memory_steps, EMA_MAX_RUN_SHARE * run_steps))
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 

@@ -135,9 +135,9 @@ def test_resume_from_checkpoint_is_exact(
 def test_the_run_returns_the_moving_average_of_its_weights(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
-    """`ema_epochs`: the returned weights are the average, not the last step's. With a memory
-    of ~forever the average never leaves the weights after the first step (its first update
-    copies them); with 0 the run returns its last weights."""
+    """`ema_epochs`: the returned weights are the moving average of every step's weights, whose
+    memory is at most a tenth of the run (here 2 of 20 steps: a decay of 0.5), and whose first
+    update copies the weights; with 0 the run returns its last weights."""
     cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=20)
     sampler = SequenceSampler(tiny_timelines, tiny_catalog, cfg.sampler, seed=cfg.train.seed)
     sketch = label_sketch(sampler, cfg)
@@ -149,10 +149,16 @@ def test_the_run_returns_the_moving_average_of_its_weights(
         train(model, sampler, sketch, cfg.loss, train_cfg, stop_after=stop_after)
         return model.state_dict()
 
-    first_step, raw, frozen = run(0.0, stop_after=1), run(0.0), run(1e12)
-    for name, value in frozen.items():
-        assert_close(value, first_step[name], msg=name)
-    assert any(not torch.equal(raw[n], first_step[n]) for n in raw)
+    steps = [run(0.0, stop_after=k) for k in range(1, 21)]  # the raw weights after each step
+    expected = dict(steps[0])
+    for raw in steps[1:]:
+        expected = {n: 0.5 * expected[n] + 0.5 * raw[n] for n in raw}
+    averaged = run(1e12)
+    for name, value in averaged.items():
+        assert_close(value, expected[name], msg=name)
+    assert any(not torch.equal(averaged[n], steps[-1][n]) for n in averaged)
+    for name, value in run(0.0).items():
+        assert_close(value, steps[-1][name], msg=name)
 
 
 def test_early_stopping_restores_the_best_weights(
