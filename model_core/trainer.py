@@ -33,13 +33,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from model_core.loss import (
     Candidates,
@@ -49,7 +48,9 @@ from model_core.loss import (
 )
 from model_core.model import PinnerFormer
 from model_core.sampler import SequenceSampler
+from model_core.schedule import fitted_schedule, lr_at
 from model_core.sketch import CountMinSketch
+from model_core.weight_average import averaged
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,6 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock cap on the training loop
     log_every: int = 100
     checkpoint_every: int = 500
-
-
-def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
-    """Linear warmup to cfg.lr over cfg.warmup_fraction of the run, then cosine decay to
-    cfg.lr * cfg.min_lr_ratio at the last step (`total_steps`, default cfg.steps)."""
-    total = total_steps or cfg.steps
-    warmup = max(1, round(cfg.warmup_fraction * total))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
 def total_steps(cfg: TrainConfig, sampler: SequenceSampler, world: int = 1) -> int:
@@ -172,9 +161,6 @@ def _from_rank0(value: int, device: torch.device) -> int:
     return int(t.item())
 
 
-EMA_MAX_RUN_SHARE = 0.1  # the weight average's memory is at most this share of the run's steps
-
-
 def uniform_log_count(n_random: int, corpus_size: int) -> float:
     """log E[copies of an item among n_random uniform draws with replacement] = log(R / N)."""
     return math.log(n_random / corpus_size)
@@ -213,7 +199,8 @@ def train(
     n_steps = total_steps(cfg, sampler, world)
     spe = max(1, sampler.steps_per_epoch(cfg.batch_size) // world)
     ema = averaged(raw_model, cfg.ema_epochs * spe, n_steps)
-    served = raw_model if ema is None else ema.module  # what validation scores and fit returns
+    # what validation scores and the run returns: the weight average, else the raw weights
+    served = raw_model if ema is None else cast(PinnerFormer, ema.module)
     eval_every = cfg.eval_every or spe
     start = 0
     best: tuple[float, int, dict[str, torch.Tensor] | None] = (-math.inf, 0, None)
@@ -404,25 +391,6 @@ def train(
     result.sequences_per_s = seqs / result.seconds if result.seconds > 0 and seqs else 0.0
     raw_model.eval()
     return result
-
-
-def averaged(model: torch.nn.Module, memory_steps: float, run_steps: int) -> AveragedModel | None:
-    """An exponential moving average of `model`'s weights with a memory of `memory_steps`, at
-    most EMA_MAX_RUN_SHARE of the run's `run_steps` (decay 1 - 1 / memory per step; a short run
-    averaged over most of its length would serve half-trained weights); None when 0. Its first
-    update copies the weights, so early steps are not pulled towards the initialisation."""
-    if not memory_steps:
-        return None
-    decay = 1.0 - 1.0 / max(1.0, min(memory_steps, EMA_MAX_RUN_SHARE * run_steps))
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-
-
-def fitted_schedule(step: int, start: int, elapsed: float, deadline: float, n_steps: int) -> int:
-    """The schedule length that ends at the deadline at the pace of the run so far (`elapsed`
-    seconds for `step - start` steps, validation included), at most `n_steps`."""
-    pace = (step - start) / max(elapsed, 1e-9)  # steps per second
-    projected = step + int(pace * max(0.0, deadline - time.monotonic()))
-    return max(step + 1, min(n_steps, projected))
 
 
 def _best_state(best: tuple[float, int, dict[str, torch.Tensor] | None]) -> dict[str, Any] | None:

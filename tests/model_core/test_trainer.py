@@ -15,8 +15,9 @@ from model_core.loss import LossConfig
 from model_core.model import ModelConfig, PinnerFormer
 from model_core.recipe import Fitted, RecipeConfig, fit, label_sketch
 from model_core.sampler import SamplerConfig, SequenceSampler
+from model_core.schedule import lr_at
 from model_core.timelines import PinCatalog, Timelines
-from model_core.trainer import TrainConfig, lr_at, train
+from model_core.trainer import TrainConfig, train
 
 
 def test_lr_schedule_is_warmup_then_cosine() -> None:
@@ -199,7 +200,7 @@ def test_a_capped_run_fits_its_schedule_to_the_deadline() -> None:
     """Under max_minutes the cosine schedule ends at the projected last step, not at `epochs`."""
     import time
 
-    from model_core.trainer import fitted_schedule
+    from model_core.schedule import fitted_schedule
 
     deadline = time.monotonic() + 10.0
     # 100 steps in 5 s = 20 steps/s; ~10 s left -> ~200 more steps.
