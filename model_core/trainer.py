@@ -208,7 +208,7 @@ def train(
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         raw_model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        if ema is not None:
+        if ema is not None and state.get("ema") is not None:  # else it starts at the resume
             ema.load_state_dict(state["ema"])
         start = int(state["step"])
         result.history = list(state["history"])

@@ -133,6 +133,22 @@ def test_resume_from_checkpoint_is_exact(
         assert_close(a, b, msg=name)
 
 
+def test_a_checkpoint_without_a_weight_average_resumes_with_one(
+    tmp_path: Path, tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """A checkpoint written with `ema_epochs=0` (or before the average existed) holds no
+    average: a run that averages resumes from it and starts its average there."""
+    cfg = small_recipe(tiny_catalog.embeddings.shape[1], steps=20)
+    sampler = SequenceSampler(tiny_timelines, tiny_catalog, cfg.sampler, seed=cfg.train.seed)
+    sketch = label_sketch(sampler, cfg)
+    ckpt = tmp_path / "model.pt"
+    raw = dataclasses.replace(cfg.train, ema_epochs=0.0)
+    train(PinnerFormer(cfg.model), sampler, sketch, cfg.loss, raw, ckpt, stop_after=10)
+    assert torch.load(ckpt, weights_only=False)["ema"] is None
+    result = train(PinnerFormer(cfg.model), sampler, sketch, cfg.loss, cfg.train, ckpt)
+    assert result.steps == 20
+
+
 def test_the_run_returns_the_moving_average_of_its_weights(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
