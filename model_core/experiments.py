@@ -51,7 +51,7 @@ from model_core.experiment_tables import PAPER_ONLY, TABLES, Variant, with_label
 from model_core.item_ids import id_fields, neighbor_fields, token_fields
 from model_core.leave_one_out import leave_one_out
 from model_core.loss import LossConfig
-from model_core.model import ModelConfig
+from model_core.model import ModelConfig, latest_pin_on
 from model_core.recipe import RecipeConfig, fit, training_timelines
 from model_core.sampler import SamplerConfig
 from model_core.sasrec import SASRecConfig, fit_sasrec
@@ -131,7 +131,7 @@ def base_recipe(
                 "auto" if item_tokens == "validated" else item_tokens,
             ),
             **neighbor_fields(len(data.catalog), item_ids, item_graph),
-            latest_pin=latest_pin == "auto" and item_ids != "none",
+            latest_pin=latest_pin_on(latest_pin, item_ids),
         ),
         sampler=SamplerConfig(
             window_days=None if loo else 28.0,

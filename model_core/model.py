@@ -44,6 +44,15 @@ from model_core.packing import Packing, causal_attention
 LATEST_PIN_INIT = 0.5  # the latest pin's starting share of the user embedding (`latest_pin`)
 
 
+def latest_pin_on(mode: str, item_ids: str) -> bool:
+    """`ModelConfig.latest_pin` for a `--latest-pin` mode: "auto" = wherever ids are learned
+    (`item_ids` is not "none"; the paper's content-only variant keeps the paper's user tower),
+    "none" = off."""
+    if mode not in ("auto", "none"):
+        raise ValueError(f"latest pin must be auto or none, got {mode!r}")
+    return mode == "auto" and item_ids != "none"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)

@@ -17,7 +17,7 @@ from pydantic import Field
 from model_core.features import FeatureConfig
 from model_core.item_ids import id_fields, neighbor_fields, token_fields
 from model_core.loss import LossConfig
-from model_core.model import ModelConfig, PinnerFormer
+from model_core.model import ModelConfig, PinnerFormer, latest_pin_on
 from model_core.recipe import RecipeConfig, label_sketch
 from model_core.sampler import SamplerConfig, SequenceSampler
 from model_core.sketch import CountMinSketch
@@ -184,7 +184,7 @@ class ModelTraining(dg.Config):
                 **id_fields(n_items, self.item_ids),
                 **token_fields(tokens, n_items, self.item_ids, self.item_tokens),
                 **neighbor_fields(n_items, self.item_ids, self.item_graph),
-                latest_pin=self.latest_pin == "auto" and self.item_ids != "none",
+                latest_pin=latest_pin_on(self.latest_pin, self.item_ids),
             ),
             sampler=SamplerConfig(
                 objective=self.objective, max_len=MAX_LEN, window_days=self.window_days

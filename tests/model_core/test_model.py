@@ -248,3 +248,14 @@ def test_latest_pin_share_is_learned() -> None:
     (user @ torch.randn(16)).sum().backward()
     assert m.latest_pin_weight.grad is not None
     assert m.latest_pin_weight.grad.abs() > 0
+
+
+def test_latest_pin_is_on_only_where_ids_are_learned() -> None:
+    from model_core.model import latest_pin_on
+
+    assert latest_pin_on("auto", "auto")
+    assert latest_pin_on("auto", "hashed")
+    assert not latest_pin_on("auto", "none")  # the paper's content-only variant
+    assert not latest_pin_on("none", "auto")
+    with pytest.raises(ValueError, match="latest pin"):
+        latest_pin_on("on", "auto")
