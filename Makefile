@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PINNER_DATA_DIR ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: setup test test-all lint demo compare bench ui clean
+.PHONY: setup test test-all lint demo compare bench ui defs results clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''
@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 demo: setup
 	$(BIN)/pinner demo
@@ -45,6 +46,14 @@ bench: setup
 UI_HOST ?= 127.0.0.1
 ui: setup
 	$(BIN)/dagster dev -h $(UI_HOST) -w workspace.yaml
+
+# The code location's definitions as `dg` sees them (the same as `make ui` loads).
+defs: setup
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg list defs
+
+# docs/RESULTS.md, results/INDEX.md and the README's headline from results/current/*.json.
+results: setup
+	$(BIN)/pinner results
 
 clean:
 	rm -rf $(VENV) data

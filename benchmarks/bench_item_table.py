@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model_core.item_ids import GRAPH_HOPS, ItemIds
+from model_core.features.item_ids import GRAPH_HOPS, ItemIds
 
 ITEMS, DIM, TOKENS, PER_ITEM, NEIGHBORS, LOOKUPS = 18_357, 64, 2_277, 6, 10, 4_000
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_loss.py [--commit REV] [--threads N]
 
-"before" is `model_core/loss.py` at REV (default BASELINE_COMMIT: the loss before its
+"before" is `model_core/training/loss.py` at REV (default BASELINE_COMMIT: the loss before its
 exclusions became sparse (row, candidate) pairs), imported from `git show`; "after" is the
 working tree in fp32 and with its negative matmuls in bf16 (what autocast uses). Shapes are the
 training steps' on 2 cores: the SASRec objective with the mixed pool (8,192 pairs, 64 per user,
@@ -36,9 +36,14 @@ SHAPES = (
 
 
 def load_loss(rev: str, tmp: Path) -> ModuleType:
-    source = subprocess.run(
-        ["git", "show", f"{rev}:model_core/loss.py"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
+    """The loss module as of `rev` (model_core/training/loss.py; model_core/loss.py before the
+    stage subpackages)."""
+    for name in ("model_core/training/loss.py", "model_core/loss.py"):
+        show = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, capture_output=True)
+        if show.returncode == 0:
+            break
+    show.check_returncode()
+    source = show.stdout
     path = tmp / "loss_before.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("loss_before", path)
@@ -78,7 +83,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from model_core import loss as after
+    from model_core.training import loss as after
 
     with tempfile.TemporaryDirectory() as tmp:
         before = load_loss(args.commit, Path(tmp))

@@ -24,14 +24,14 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 
-from model_core import synthetic
-from model_core.embed import embed_users
-from model_core.features import FeatureConfig, SeqBatch
-from model_core.loss import Candidates, LossConfig, sampled_softmax_loss
-from model_core.model import CausalSelfAttention, ModelConfig, PinnerFormer
-from model_core.packing import Packing
-from model_core.sampler import SamplerConfig, SequenceSampler
-from model_core.timelines import PinCatalog, Timelines
+from model_core.data import synthetic
+from model_core.data.timelines import PinCatalog, Timelines
+from model_core.features.actions import FeatureConfig, SeqBatch
+from model_core.inference.embed import embed_users
+from model_core.model.packing import Packing
+from model_core.model.pinnerformer import CausalSelfAttention, ModelConfig, PinnerFormer
+from model_core.training.loss import Candidates, LossConfig, sampled_softmax_loss
+from model_core.training.sampler import SamplerConfig, SequenceSampler
 
 
 def timeit(fn: Callable[[], object], repeat: int) -> float:

@@ -19,7 +19,7 @@ them:
 
 Fixed overhead = the intercept of a least-squares line of cost against active users. Training
 throughput: torchrun with 1 and 2 gloo ranks on a sample of the world's users, through the same
-worker entry point trained_model launches (model_core.train_entry), reported per rank.
+worker entry point trained_model launches (model_core.training.worker), reported per rank.
 The machine is shared: read the shape of the curves, not the third digit.
 """
 
@@ -47,28 +47,23 @@ import polars as pl
 import psutil
 import torch
 
-from model_core import synthetic
-from model_core.features import FeatureConfig
-from model_core.loss import LossConfig
-from model_core.model import ModelConfig, PinnerFormer
-from model_core.recipe import RecipeConfig
-from model_core.sampler import SamplerConfig
-from model_core.sharded_inference import embed_users_sharded, shared_pool
-from model_core.sketch import CountMinSketch
-from model_core.timelines import PinCatalog, PositiveRule, Timelines
-from model_core.train_entry import TrainJob
-from model_core.trainer import TrainConfig
-from model_core.training_data import user_shard, write_training_data
-from pinner_assets.embeddings import NO_LABELS, write_partition
-from pinner_assets.launch import torchrun_command
-from pinner_assets.timelines import (
-    CHUNK_USERS,
-    MAX_LEN,
-    load_catalog,
-    to_timelines,
-    write_user_timelines,
-)
-from pinner_assets.warehouse import ensure_tables, replace_day, to_naive_utc
+from model_core.data import synthetic
+from model_core.data.shards import user_shard, write_training_data
+from model_core.data.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.features.actions import FeatureConfig
+from model_core.inference.sharded import embed_users_sharded, shared_pool
+from model_core.model.pinnerformer import ModelConfig, PinnerFormer
+from model_core.training.config import TrainConfig
+from model_core.training.loss import LossConfig
+from model_core.training.recipe import RecipeConfig
+from model_core.training.sampler import SamplerConfig
+from model_core.training.sketch import CountMinSketch
+from model_core.training.worker import TrainJob
+from pinner_assets.defs.timelines.assets import CHUNK_USERS, write_user_timelines
+from pinner_assets.lib.embedding_store import NO_LABELS, write_partition
+from pinner_assets.lib.launch import torchrun_command
+from pinner_assets.lib.timelines import MAX_LEN, load_catalog, to_timelines
+from pinner_assets.lib.warehouse import ensure_tables, replace_day, to_naive_utc
 
 GB = 1024**3
 
@@ -236,7 +231,7 @@ def daily_stages(
 def training_throughput(
     con: duckdb.DuckDBPyConnection, catalog: PinCatalog, work: Path, n_users: int, steps: int
 ) -> list[dict[str, float]]:
-    """sequences/s per rank of torchrun + model_core.train_entry with 1 and 2 gloo ranks."""
+    """sequences/s per rank of torchrun + model_core.training.worker with 1 and 2 gloo ranks."""
     users = con.execute("SELECT DISTINCT user_id FROM raw_actions").fetchnumpy()["user_id"]
     sample = users[user_shard(users, 1_000_000) < n_users * 1_000_000 // max(1, len(users))]
     con.register("_sample", pl.DataFrame({"user_id": sample}).to_arrow())
@@ -435,7 +430,7 @@ def main() -> None:
         if args.train_users > 0
         else []
     )
-    print("\ntraining (torchrun + model_core.train_entry, gloo on CPU):")
+    print("\ntraining (torchrun + model_core.training.worker, gloo on CPU):")
     print(
         "| ranks | threads per rank | train users | sequences/s | sequences/s per rank "
         "| wall s incl. startup |"

@@ -36,13 +36,13 @@ SNIPPET = r"""
 import dataclasses, json, sys, time
 import polars as pl, torch
 torch.set_num_threads(int(sys.argv[3]))
-from model_core import synthetic
-from model_core.features import FeatureConfig
-from model_core.model import ModelConfig
-from model_core.recipe import RecipeConfig, fit
-from model_core.sampler import SamplerConfig
-from model_core.timelines import PinCatalog, Timelines
-from model_core.trainer import TrainConfig
+from model_core.data import synthetic
+from model_core.features.actions import FeatureConfig
+from model_core.model.pinnerformer import ModelConfig
+from model_core.training.recipe import RecipeConfig, fit
+from model_core.training.sampler import SamplerConfig
+from model_core.data.timelines import PinCatalog, Timelines
+from model_core.training.config import TrainConfig
 objective, steps, amp = sys.argv[1], int(sys.argv[2]), sys.argv[4]
 world = synthetic.WorldConfig.tiny() if sys.argv[5] == "quick" else synthetic.WorldConfig()
 days = world.dates[:28]
@@ -66,7 +66,7 @@ fitted = fit(tl, catalog, cfg)
 flops = None
 try:
     from torch.utils.flop_counter import FlopCounterMode
-    from model_core.sampler import SequenceSampler
+    from model_core.training.sampler import SequenceSampler
     sampler = SequenceSampler(tl, catalog, cfg.sampler)
     b = sampler.batch(0, 128)
     n = len(b.pin_row)

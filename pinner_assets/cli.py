@@ -6,9 +6,9 @@ headline metrics and where everything is. By default that is the synthetic world
 same environment the code location reads selects a real log instead (PINNER_SOURCE,
 PINNER_SOURCE_PATH, PINNER_START_DATE, PINNER_END_DATE, PINNER_TRAIN_END_DATE; see
 docs/REAL_DATA.md). `pinner compare` trains and scores with model_core alone
-(`model_core.compare`); `pinner experiment` re-runs the paper's tables and the reference SASRecs on
-any log (`model_core.experiments`); `pinner results` renders their JSON into docs/RESULTS.md.
-This module is the whole command line.
+(`model_core.experiments.compare`); `pinner experiment` re-runs the paper's tables and the reference
+SASRecs on any log (`model_core.experiments.runner`); `pinner results` renders their JSON into
+docs/RESULTS.md. This module is the whole command line.
 """
 
 import argparse
@@ -17,19 +17,18 @@ import logging
 import os
 import subprocess
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
-warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy etc. are beta
-
-from model_core.trainer import TrainConfig  # noqa: E402
-from pinner_assets.definitions import ASSETS  # noqa: E402
-from pinner_assets.partitions import daily_partitions  # noqa: E402
-from pinner_assets.resources import default_resources  # noqa: E402
-from pinner_assets.schedules import TRAINING_ASSETS  # noqa: E402
+from model_core.training.config import TrainConfig
+from pinner_assets.definitions import (
+    ASSETS,
+    default_resources,
+)
+from pinner_assets.defs.automation.schedules import TRAINING_ASSETS
+from pinner_assets.lib.partitions import daily_partitions
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # no per-event DEBUG lines
 
@@ -115,7 +114,7 @@ def demo(args: argparse.Namespace) -> dict[str, object]:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from model_core.compare import compare as run_compare
+    from model_core.experiments.compare import compare as run_compare
 
     out = run_compare(args.quick, args.steps, args.objective, args.item_ids)
     print(f"\n{out['summary']}\n")
@@ -133,7 +132,7 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 
 
 def experiment(args: argparse.Namespace) -> None:
-    from model_core.experiments import Budget, run, write
+    from model_core.experiments.runner import Budget, run, write
 
     columns = {}
     if args.source in ("csv", "parquet"):
@@ -213,15 +212,16 @@ def code_version() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="pinner", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="materialise the whole pipeline on the configured source (the synthetic world "
         "unless PINNER_SOURCE says otherwise)",
     )
     p.add_argument("--steps", type=int, default=1000, help="training steps")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compare", help="model_core only: paper vs +item ids vs baselines")
     c.add_argument("--quick", action="store_true", help="test-sized world, a few seconds")
     c.add_argument("--steps", type=int, default=None, help="optimizer steps")
@@ -236,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["auto", "table", "hashed", "none"],
         help="beyond the paper: the second model also learns item ids (none = skip it)",
     )
+
+
+def _add_experiment(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("experiment", help="re-run the paper's tables on a log (model_core only)")
     e.add_argument(
         "--source",
@@ -271,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument(
         "--patience", type=int, default=None, help="validation epochs without improvement (5)"
     )
+    _add_recipe_options(e)
+    _add_experiment_outputs(e)
+
+
+def _add_recipe_options(e: argparse.ArgumentParser) -> None:
+    """How every PinnerFormer variant of an experiment is built and trained."""
     e.add_argument(
         "--item-ids",
         default="auto",
@@ -341,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "latest = the random ones plus each user's latest; auto = tiled for the SASRec "
         "objective under leave-one-out, random otherwise",
     )
+
+
+def _add_experiment_outputs(e: argparse.ArgumentParser) -> None:
+    """What an experiment scores, how quickly, where it writes, and which columns it reads."""
     e.add_argument(
         "--remove-seen",
         action="store_true",
@@ -357,25 +370,52 @@ def main(argv: Sequence[str] | None = None) -> None:
     for col in ("user", "item", "time", "action-type", "surface", "duration"):
         e.add_argument(f"--{col}-col", default=None, help=f"csv/parquet: the {col} column")
     e.add_argument("--time-unit", default="auto", choices=["s", "ms", "iso", "auto"])
-    r = sub.add_parser("results", help="render experiment JSON files into docs/RESULTS.md")
-    r.add_argument("files", nargs="+")
+
+
+def _add_results(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser(
+        "results",
+        help="render results/current/*.json into docs/RESULTS.md, the README's headline and "
+        "results/INDEX.md",
+    )
+    r.add_argument("files", nargs="*", help="results files (default results/current/*.json)")
+    r.add_argument("--archive", default="results/archive", help="directory of archived files")
     r.add_argument("--out", default="docs/RESULTS.md")
-    r.add_argument("--notes", default=None, help="a markdown file appended verbatim")
+    r.add_argument("--index", default="results/INDEX.md")
+    r.add_argument("--readme", default="README.md", help="its headline block is replaced")
+
+
+README_BEGIN, README_END = "<!-- headline:begin -->", "<!-- headline:end -->"
+
+
+def results(args: argparse.Namespace) -> None:
+    from model_core.experiments.publish import index_lines, render_files
+
+    files = [Path(f) for f in args.files] or sorted(Path("results/current").glob("*.json"))
+    archive = sorted(Path(args.archive).glob("*.json"))
+    commands = sorted({json.loads(f.read_text()).get("command", "") for f in files})
+    headline = render_files(files, Path(args.out), commands)
+    Path(args.index).write_text("\n".join(index_lines(files, archive)) + "\n")
+    readme = Path(args.readme)
+    text = readme.read_text()
+    if README_BEGIN in text and README_END in text:
+        head, rest = text.split(README_BEGIN, 1)
+        tail = rest.split(README_END, 1)[1]
+        readme.write_text(f"{head}{README_BEGIN}\n{headline}\n{README_END}{tail}")
+    print(f"wrote {args.out}, {args.index} and the headline of {readme}")
+
+
+COMMANDS = {"demo": demo, "compare": compare, "experiment": experiment, "results": results}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pinner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_compare, _add_experiment, _add_results):
+        add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.command == "demo":
-        demo(args)
-    elif args.command == "compare":
-        compare(args)
-    elif args.command == "experiment":
-        experiment(args)
-    else:
-        from model_core.results import render_files
-
-        commands = sorted({json.loads(Path(f).read_text()).get("command", "") for f in args.files})
-        notes = Path(args.notes).read_text() if args.notes else ""
-        render_files([Path(f) for f in args.files], Path(args.out), commands, notes)
-        print(f"wrote {args.out}")
+    COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

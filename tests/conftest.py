@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from model_core import synthetic
-from model_core.features import FeatureConfig
-from model_core.timelines import PinCatalog, Timelines
+from model_core.data import synthetic
+from model_core.data.timelines import PinCatalog, Timelines
+from model_core.features.actions import FeatureConfig
 
 
 @pytest.fixture(scope="session")

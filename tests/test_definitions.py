@@ -1,5 +1,5 @@
 """The code location loads; every job, schedule and sensor resolves; the schedule targets the
-day that just ended; automation and pools are wired as DESIGN §7 requires."""
+day that just ended; automation and pools are wired as docs/DESIGN.md §7 requires."""
 
 import datetime
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 import dagster as dg
 
 from pinner_assets.definitions import defs
-from pinner_assets.partitions import daily_partitions
-from pinner_assets.resources import EvaluationSplit
+from pinner_assets.lib.partitions import daily_partitions
+from pinner_assets.lib.resources import EvaluationSplit
 
 
 def test_definitions_resolve() -> None:
@@ -36,11 +36,23 @@ def test_definitions_resolve() -> None:
     assert defs.resolve_schedule_def("daily_pipeline_schedule") is not None
     sensor = defs.resolve_sensor_def("automation_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    for name in ("daily_files_sensor", "freshness_sensor"):
-        assert defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+    files_sensor = defs.resolve_sensor_def("daily_files_sensor")
+    assert files_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # freshness is a policy on the asset itself (no checks, no sensor)
+    for key, policy in [
+        (
+            "user_embeddings",
+            dg.FreshnessPolicy.cron(
+                deadline_cron="0 4 * * *", lower_bound_delta=datetime.timedelta(hours=2, minutes=30)
+            ),
+        ),
+        (
+            "evaluation_report",
+            dg.FreshnessPolicy.time_window(fail_window=datetime.timedelta(days=2)),
+        ),
+    ]:
+        assert graph.get(dg.AssetKey(key)).freshness_policy == policy
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert ("user_embeddings", "freshness_check") in checks
-    assert ("evaluation_report", "freshness_check") in checks
     assert ("trained_model", "promotion_gate") in checks
     # the nightly run never builds a report whose labels cannot exist yet
     daily = defs.resolve_job_def("daily_pipeline_job")

@@ -9,9 +9,14 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from pinner_assets.definitions import ASSETS, build_definitions
-from pinner_assets.promotion import PromotionPolicy
-from pinner_assets.resources import ActionSource, ComputeResource, EvaluationSplit, PinnerStorage
-from pinner_assets.schedules import TRAINING_ASSETS
+from pinner_assets.defs.automation.schedules import TRAINING_ASSETS
+from pinner_assets.lib.promotion import PromotionPolicy
+from pinner_assets.lib.resources import (
+    ActionSource,
+    ComputeResource,
+    EvaluationSplit,
+    PinnerStorage,
+)
 
 DAY0 = datetime.date(2026, 1, 1)
 TRAIN_END = "2026-01-05"

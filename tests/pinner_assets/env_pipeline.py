@@ -1,6 +1,6 @@
 """Run the pipeline exactly as configured by the environment, in a fresh process.
 
-The daily partitions are fixed when `pinner_assets.partitions` is imported (PINNER_START_DATE /
+The daily partitions are fixed when `pinner_assets.lib.partitions` is imported (PINNER_START_DATE /
 PINNER_END_DATE), so a test of another date range — a real log's — runs this module in a
 subprocess: `python -m tests.pinner_assets.env_pipeline OUT.json DAGSTER_TEMP_DIR`. It uses the
 code location's own `default_resources()` (PINNER_DATA_DIR, PINNER_SOURCE, PINNER_SOURCE_PATH,
@@ -11,16 +11,14 @@ chain and the evaluation report at the split, and writes what the runs reported 
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import dagster as dg
 
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-from pinner_assets.partitions import daily_partitions  # noqa: E402
-from pinner_assets.resources import ComputeResource, default_resources  # noqa: E402
-from tests.pinner_assets.conftest import RELAXED_PROMOTION, Pipeline  # noqa: E402
+from pinner_assets.definitions import default_resources
+from pinner_assets.lib.partitions import daily_partitions
+from pinner_assets.lib.resources import ComputeResource
+from tests.pinner_assets.conftest import RELAXED_PROMOTION, Pipeline
 
 TINY_MODEL = {
     "ops": {

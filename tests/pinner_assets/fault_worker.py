@@ -13,7 +13,7 @@ import dagster as dg
 
 warnings.filterwarnings("ignore")
 
-from pinner_assets.resources import ActionSource  # noqa: E402
+from pinner_assets.lib.resources import ActionSource  # noqa: E402
 from tests.pinner_assets.conftest import Pipeline, day, make_resources  # noqa: E402
 
 

@@ -3,8 +3,8 @@
 import dagster as dg
 import torch
 
-from pinner_assets.promotion import serving_version
-from pinner_assets.vectors import read_pointer
+from pinner_assets.lib.promotion import serving_version
+from pinner_assets.lib.vectors import read_pointer
 from tests.pinner_assets.conftest import Pipeline, day
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from model_core import synthetic
-from pinner_assets.resources import ActionSource
-from pinner_assets.warehouse import connect_read_only
+from model_core.data import synthetic
+from pinner_assets.lib.resources import ActionSource
+from pinner_assets.lib.warehouse import connect_read_only
 from tests.pinner_assets.conftest import Pipeline, day, make_resources
 
 ROOT = Path(__file__).resolve().parents[2]

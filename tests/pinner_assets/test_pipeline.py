@@ -7,7 +7,8 @@ import dagster as dg
 import numpy as np
 from polars.testing import assert_frame_equal
 
-from pinner_assets.timelines import query_last_actions, write_user_timelines
+from pinner_assets.defs.timelines.assets import write_user_timelines
+from pinner_assets.lib.timelines import query_last_actions
 from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day
 
 

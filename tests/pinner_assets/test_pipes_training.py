@@ -12,9 +12,9 @@ import psutil
 import pytest
 import torch
 
-from pinner_assets.launch import CompleteLineMessageReader, k8s_pod, torchrun_command
-from pinner_assets.resources import ComputeResource, PinnerStorage
-from pinner_assets.training import load_latest_model
+from pinner_assets.lib.launch import CompleteLineMessageReader, k8s_pod, torchrun_command
+from pinner_assets.lib.models import load_latest_model
+from pinner_assets.lib.resources import ComputeResource, PinnerStorage
 from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day, make_resources
 
 
@@ -50,7 +50,7 @@ def test_two_gloo_ranks_train_through_pipes(tmp_path: Path) -> None:
         # the worker's log lines reached the run through Pipes, not only its stderr
         run_id = p.instance.get_latest_materialization_event(dg.AssetKey("trained_model")).run_id
         messages = [e.user_message for e in p.instance.all_logs(run_id)]
-        assert any("[model_core.trainer] step" in m for m in messages), messages[-20:]
+        assert any("[model_core.training.trainer] step" in m for m in messages), messages[-20:]
         assert any("rank 0/2 (gloo)" in m for m in messages)
         model, version = load_latest_model(p.resources["storage"])  # type: ignore[arg-type]
         assert version == meta["model_version"]
@@ -65,7 +65,7 @@ def _kill_worker_after_first_checkpoint(data_dir: Path, stop: threading.Event) -
         if any(data_dir.glob("training_runs/*/checkpoint.pt")):
             for child in psutil.Process().children(recursive=True):
                 try:
-                    if "model_core.train_entry" in " ".join(child.cmdline()):
+                    if "pinner_assets.lib.pipes_worker" in " ".join(child.cmdline()):
                         child.kill()
                         killed.append(child.pid)
                 except psutil.NoSuchProcess:

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from pinner_assets.promotion import PromotionPolicy
+from pinner_assets.lib.promotion import PromotionPolicy
 from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day
 
 TRAINED = {**TRAIN_CONFIG["ops"]["trained_model"]["config"], "steps": 60}

@@ -1,4 +1,4 @@
-"""Real logs as the pipeline's source: ActionSource over model_core.adapters, and the pipeline
+"""Real logs as the pipeline's source: ActionSource over model_core.data.sources, and the pipeline
 run end to end on a Taobao-format log with its own dates, vocabulary and positive rule."""
 
 import datetime
@@ -14,17 +14,13 @@ import polars as pl
 import pytest
 import torch
 
-from model_core.adapters import TAOBAO_ACTION_TYPES, stable_id
-from model_core.contract import SCHEMA
-from model_core.evaluation import is_eval_user
-from model_core.features import FeatureConfig
-from model_core.timelines import PositiveRule
-from pinner_assets.resources import (
-    ActionSource,
-    EvaluationSplit,
-    default_resources,
-    item_cutoff,
-)
+from model_core.data.contract import SCHEMA
+from model_core.data.sources import TAOBAO_ACTION_TYPES, stable_id
+from model_core.data.timelines import PositiveRule
+from model_core.evaluation.paper_protocol import is_eval_user
+from model_core.features.actions import FeatureConfig
+from pinner_assets.definitions import default_resources
+from pinner_assets.lib.resources import ActionSource, EvaluationSplit, item_cutoff
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(

@@ -1,4 +1,4 @@
-"""Corruption recovery, end to end, through declarative automation (DESIGN §3).
+"""Corruption recovery, end to end, through declarative automation (docs/DESIGN.md §3).
 
 A day arrives corrupted → its blocking checks stop propagation → the fixed day is re-ingested →
 automation ticks recompute that day and every later day of the self-dependent chain → the
@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from model_core import synthetic
-from pinner_assets.resources import ActionSource
+from model_core.data import synthetic
+from pinner_assets.lib.resources import ActionSource
 from tests.pinner_assets.conftest import Pipeline, day, make_resources
 
 ORDER = ["raw_actions", "user_timelines", "user_embeddings", "embedding_drift", "evaluation_report"]
@@ -149,7 +149,7 @@ def test_rejected_day_holds_the_chain_until_repaired(
     on_files: tuple[Pipeline, Path], reference: dict
 ) -> None:
     """The automation cursor runs from the very first day, so it sees the rejection, the clean
-    days after it and the repair (DESIGN §7: a cursor started later could not fail)."""
+    days after it and the repair (docs/DESIGN.md §7: a cursor started later could not fail)."""
     p, files = on_files
     cursor = dg.evaluate_automation_conditions(defs=p.defs, instance=p.instance).cursor
     p.days(day(0), day(4))

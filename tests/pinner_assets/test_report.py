@@ -10,8 +10,8 @@ import pytest
 from evidently.legacy.metrics.data_drift import embeddings_drift
 from sklearn.manifold import TSNE
 
-from pinner_assets import report
-from pinner_assets.report import write_evaluation_report
+from pinner_assets.lib import report, report_metrics
+from pinner_assets.lib.report import write_evaluation_report
 
 N, D = 600, 16
 
@@ -108,7 +108,7 @@ def test_metrics_json_round_trips_with_nulls_and_leaves_the_input_alone(tmp_path
     assert {k: v for k, v in written.items() if k != "embedding_drift"} == expected
     assert set(written["embedding_drift"]) >= {"method", "score", "detected"}
     for scorer in [written["pinnerformer"], *written["baselines"].values()]:
-        assert set(scorer) == set(report.METRIC_NAMES)
+        assert set(scorer) == set(report_metrics.METRIC_NAMES)
 
 
 def test_html_is_one_page_with_every_section(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_html_is_one_page_with_every_section(tmp_path: Path) -> None:
 
     html = paths.html.read_text()
     assert paths.html == tmp_path / "report.html"
-    for name in [*report.METRIC_NAMES, "pinnerformer", "popularity", "recent_mean"]:
+    for name in [*report_metrics.METRIC_NAMES, "pinnerformer", "popularity", "recent_mean"]:
         assert name in html
     assert "n/a" in html  # the None metrics of recent_mean
     assert "Drift in embeddings" in html
@@ -174,9 +174,12 @@ def test_subsampling_caps_rows_and_is_seeded() -> None:
 
 
 def test_long_training_curve_is_thinned_keeping_both_ends() -> None:
-    rows = [{"step": float(s), "loss": 1.0 / (1 + s)} for s in range(10 * report.MAX_CURVE_POINTS)]
-    curve = report._training_curve(rows)
-    assert len(curve.steps) == report.MAX_CURVE_POINTS
+    rows = [
+        {"step": float(s), "loss": 1.0 / (1 + s)}
+        for s in range(10 * report_metrics.MAX_CURVE_POINTS)
+    ]
+    curve = report_metrics.curve_section(rows)
+    assert len(curve.steps) == report_metrics.MAX_CURVE_POINTS
     assert curve.steps[0] == 0.0
     assert curve.steps[-1] == rows[-1]["step"]
     assert list(curve.series) == ["loss"]

@@ -1,4 +1,4 @@
-"""A retrain never rewrites history and never mixes models (issue 9, DESIGN §7).
+"""A retrain never rewrites history and never mixes models (issue 9, docs/DESIGN.md §7).
 
 The automation cursor starts before the retrain it must see. After training_job: no daily
 partition is re-requested, past reports keep their numbers and model version, and LanceDB keeps
@@ -10,7 +10,7 @@ import json
 import dagster as dg
 import numpy as np
 
-from pinner_assets.vectors import open_published
+from pinner_assets.lib.vectors import open_published
 from tests.pinner_assets.conftest import TRAIN_CONFIG, Pipeline, day
 from tests.pinner_assets.test_recovery import settle, tick
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from model_core import synthetic
-from pinner_assets.resources import ActionSource
-from pinner_assets.sensors import daily_files_sensor
+from model_core.data import synthetic
+from pinner_assets.defs.ingest.sensors import daily_files_sensor
+from pinner_assets.lib.resources import ActionSource
 
 
 def tick(instance: dg.DagsterInstance, source: ActionSource, cursor: str | None):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pinner_assets.resources import ComputeResource
+from pinner_assets.lib.resources import ComputeResource
 from tests.pinner_assets.conftest import Pipeline, day
 
 

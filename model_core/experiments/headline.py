@@ -1,0 +1,78 @@
+"""The headline table: per log and protocol, PinnerFormer against the best baseline and the
+stronger reference SASRec, from the results files alone.
+
+Leave-one-out compares NDCG@10 (seen items removed) with paired ratios over the same users; the
+paper protocol compares Recall@10 (its files carry no per-user figures, so no paired ratio). A
+baseline is a scorer that does not read the target (`upper_bounds` never count). Every line names
+the commits its rows were made at, and a PinnerFormer row made before today's default recipe says
+so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model_core.evaluation.statistics import per_user_ndcg, ratio_ci
+from model_core.experiments.results import is_default_recipe, setting_key
+from model_core.experiments.rows import baseline_table
+
+METRIC = {"leave_one_out": "ndcg_at_10", "paper": "recall_at_10"}
+METRIC_NAME = {"leave_one_out": "NDCG@10", "paper": "Recall@10"}
+
+
+def _value(row: dict[str, Any] | None, metric: str) -> str:
+    if row is None:
+        return "—"
+    lo, hi = row.get(metric + "_ci") or (None, None)
+    ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+    return f"{row[metric]:.4f}{ci}"
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any] | None) -> str:
+    """a over b on the same users with a paired 95% interval, where both carry per-user ranks."""
+    if b is None or not (a.get("top10_ranks") and b.get("top10_ranks")):
+        return "—"
+    if a["eval_users"] != b["eval_users"]:
+        return "—"
+    ratio, lo, hi = ratio_ci(per_user_ndcg(a["top10_ranks"]), per_user_ndcg(b["top10_ranks"]))
+    return f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _best(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    rows = [r for r in rows if metric in r]
+    return max(rows, key=lambda r: r[metric]) if rows else None
+
+
+def headline_lines(results: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table: one line per PinnerFormer row of each file's `objectives` table. The
+    baselines are that file's own (same users, same code, same item vectors); the reference is
+    the stronger SASRec of any file of the same setting (`setting_key`)."""
+    lines = [
+        "| log | protocol | PinnerFormer | best baseline | stronger reference SASRec | "
+        "paired: over reference | paired: over baseline | code |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    peers: dict[str, list[dict[str, Any]]] = {}
+    for res in results:
+        peers.setdefault(setting_key(res), []).extend(
+            {**r, "code": res.get("code")} for r in res["rows"] if r["table"] == "peers"
+        )
+    for res in sorted(results, key=lambda r: (r["dataset"], r["protocol"])):
+        protocol = res["protocol"]
+        metric = METRIC[protocol]
+        scorers = [r for r in res["rows"] if r["table"] == "baselines"]
+        base = _best([r for r in scorers if baseline_table(r["variant"]) == "baselines"], metric)
+        ref = _best(peers[setting_key(res)], metric)
+        for ours in (r for r in res["rows"] if r["table"] == "objectives"):
+            ours = {**ours, "code": res.get("code")}
+            recipe = {k: res.get(k) for k in ("latest_pin", "ema_epochs")}
+            older = "" if is_default_recipe({**ours, **recipe}) else " (older recipe)"
+            codes = sorted({str(r["code"]) for r in (ours, ref) if r and r.get("code")})
+            lines.append(
+                f"| {res['dataset']} | {protocol} ({METRIC_NAME[protocol]}) | "
+                f"{ours['variant']}{older}: **{_value(ours, metric)}** | "
+                f"{base['variant'] if base else '—'}: {_value(base, metric)} | "
+                f"{ref['variant'] if ref else '—'}: {_value(ref, metric)} | "
+                f"{_ratio(ours, ref)} | {_ratio(ours, base)} | {', '.join(codes) or '—'} |"
+            )
+    return lines
