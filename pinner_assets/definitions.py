@@ -12,7 +12,10 @@ from dagster_duckdb import DuckDBResource
 from pinner_assets.defs.automation.schedules import (
     daily_pipeline_job,
     daily_pipeline_schedule,
+    evaluation_job,
+    ingest_job,
     training_job,
+    user_embeddings_job,
 )
 from pinner_assets.defs.automation.sensors import automation_sensor
 from pinner_assets.defs.evaluation.assets import embedding_drift, evaluation_report
@@ -63,7 +66,14 @@ def default_resources() -> dict[str, object]:
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_pipeline_job, training_job, raw_actions_job],
+        jobs=[
+            daily_pipeline_job,
+            training_job,
+            raw_actions_job,
+            ingest_job,
+            user_embeddings_job,
+            evaluation_job,
+        ],
         schedules=[daily_pipeline_schedule],
         sensors=[automation_sensor, daily_files_sensor],
         resources=resources or default_resources(),

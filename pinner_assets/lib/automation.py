@@ -28,6 +28,14 @@ RETRAIN_ASSETS = dg.AssetSelection.assets(
     "pin_features", "trained_model", "pin_embeddings", "pin_index"
 )
 EMBEDDINGS_EAGER = DAILY_EAGER.ignore(RETRAIN_ASSETS)
+# Nothing is inferred before a model exists: right after the first ingest, user_embeddings (and so
+# embedding_drift and evaluation_report, which read it) would only fail. A retrain that fails its
+# promotion gate keeps the previous model serving, so a trained model, not a passed gate, is the
+# condition (the first model failing its gate is the one case left to fail, loudly).
+MODEL_TRAINED = dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(
+    dg.AssetSelection.assets("trained_model")
+)
+SERVING_EAGER = EMBEDDINGS_EAGER & MODEL_TRAINED
 # evaluation_report[D] needs the labels of (D, D + 14]: never within 14 days of the latest day,
 # and never while one of those raw_actions days is missing.
 LABEL_HORIZON = datetime.timedelta(days=14)

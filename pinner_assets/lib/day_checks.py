@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import statistics
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -16,7 +17,7 @@ from pydantic import Field
 
 from model_core.data.contract import ContractError, RuleResult, conform, validate_actions
 from model_core.features.actions import FeatureConfig
-from pinner_assets.lib.resources import PinnerStorage
+from pinner_assets.lib.resources import ActionSource, PinnerStorage
 
 # Blocking rules, in the order they are reported; each is a check on every raw_actions partition.
 RAW_RULES: dict[str, str] = {
@@ -223,3 +224,46 @@ def rejection_message(verdict: DayVerdict, stored: tuple | None) -> str:
         f"re-materialise raw_actions[{verdict.key}]: everything downstream of this day waits "
         "for it (docs/OPERATIONS.md)."
     )
+
+
+def judge_day(
+    source: ActionSource,
+    storage: PinnerStorage,
+    day: datetime.date,
+    vocab: FeatureConfig,
+    config: RawActionsConfig,
+    usual_rows: float | None,
+) -> DayVerdict:
+    """Read one day from the source and judge it; a day that fails is quarantined (its file
+    when it cannot be read, its rows otherwise)."""
+    key = day.isoformat()
+    file = source.day_file(day)
+    try:
+        raw = source.load_day(day)
+    except FileNotFoundError as err:
+        return DayVerdict(key, [rule_result("readable", False, 0, {"error": str(err)})])
+    except (OSError, pl.exceptions.PolarsError, ValueError) as err:
+        example = {"file": str(file), "error": str(err)}
+        verdict = DayVerdict(key, [rule_result("readable", False, 0, example)])
+        if file is not None:
+            verdict.quarantine = quarantine(storage, key, None, file)
+        return verdict
+    now = datetime.datetime.now(datetime.timezone.utc)
+    verdict = inspect_day(raw, day, vocab, config, usual_rows, now)
+    if verdict.failed:
+        rows = raw if verdict.rows is None else verdict.rows
+        verdict.quarantine = quarantine(storage, key, rows, None)
+    return verdict
+
+
+def day_metadata(verdict: DayVerdict) -> dict[str, Any]:
+    """What the UI shows for a stored day."""
+    assert verdict.rows is not None
+    return {
+        "dagster/row_count": verdict.rows.height,
+        "active_users": verdict.rows["user_id"].n_unique(),
+        "content_hash": content_hash(verdict.rows),
+        "duplicates_dropped": next(
+            (r.n_bad for r in verdict.results if r.name == "no_duplicates"), 0
+        ),
+    }

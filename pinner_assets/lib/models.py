@@ -92,3 +92,15 @@ def loss_plot(history: list[dict[str, float]], width: int = 60, height: int = 12
         f"          step {history[0]['step']:.0f} .. {history[-1]['step']:.0f}",
     ]
     return "```\n" + "\n".join(lines) + "\n```"
+
+
+def curve_markdown(history: list[dict[str, float]]) -> str:
+    """The training curve as a Markdown table (the UI renders it)."""
+    return "\n".join(
+        ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
+        + [
+            f"| {r['step']:.0f} | {r['loss']:.4f} | {r['lr']:.2e} | {r['temperature']:.3f} "
+            f"| {r['sequences_per_s']:.0f} |"
+            for r in history
+        ]
+    )

@@ -17,6 +17,7 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 
 from model_core.training import worker
 from model_core.training.recipe import Fitted
+from pinner_assets.lib.models import curve_markdown
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"  # set by every Dagster Pipes client
 
@@ -30,18 +31,6 @@ class PipesLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.pipes.log.info(f"[{record.name}] {record.getMessage()}")
-
-
-def curve_markdown(history: list[dict[str, float]]) -> str:
-    """The training curve as a Markdown table (the UI renders it)."""
-    return "\n".join(
-        ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
-        + [
-            f"| {r['step']:.0f} | {r['loss']:.4f} | {r['lr']:.2e} | {r['temperature']:.3f} "
-            f"| {r['sequences_per_s']:.0f} |"
-            for r in history
-        ]
-    )
 
 
 def materialization_metadata(job: worker.TrainJob, fitted: Fitted) -> dict[str, Any]:
@@ -64,7 +53,6 @@ def materialization_metadata(job: worker.TrainJob, fitted: Fitted) -> dict[str, 
         "sequences_per_s": result.sequences_per_s,
         "sequences_per_s_per_rank": result.sequences_per_s / world,
         "training_curve": {"raw_value": curve_markdown(history), "type": "md"},
-        "loss_curve": {"raw_value": history, "type": "json"},
         "data_url": {"raw_value": job.data_url, "type": "url"},
         "artefact": {"raw_value": str(Path(job.output) / "model.pt"), "type": "path"},
     }

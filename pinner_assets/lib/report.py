@@ -159,17 +159,8 @@ def write_evaluation_report(
     with tsne_replaced_by_pca():
         snapshot = Report(sections).run(current, reference)
 
-    drift_score: float | None = None
-    drift_detected: bool | None = None
-    if reference is not None:
-        drift_score = float(
-            next(
-                m["value"]
-                for m in snapshot.dict()["metrics"]
-                if m["config"]["type"].endswith(":EmbeddingsDrift")
-            )
-        )
-        drift_detected = drift_score > DRIFT_THRESHOLD
+    drift_score = None if reference is None else _drift_score(snapshot)
+    drift_detected = None if drift_score is None else drift_score > DRIFT_THRESHOLD
 
     html_path = out_dir / "report.html"
     with _atomic_path(html_path) as tmp:
@@ -189,6 +180,14 @@ def write_evaluation_report(
     with _atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return ReportPaths(json_path, html_path, drift_score, drift_detected)
+
+
+def _drift_score(snapshot: Any) -> float:
+    """The embeddings-drift score in an Evidently snapshot."""
+    metrics = snapshot.dict()["metrics"]
+    return float(
+        next(m["value"] for m in metrics if m["config"]["type"].endswith(":EmbeddingsDrift"))
+    )
 
 
 def write_drift_report(
@@ -222,13 +221,7 @@ def write_drift_report(
         ]
         with tsne_replaced_by_pca():
             snapshot = Report(sections).run(dataset(user_emb_today), dataset(user_emb_yesterday))
-        score = float(
-            next(
-                m["value"]
-                for m in snapshot.dict()["metrics"]
-                if m["config"]["type"].endswith(":EmbeddingsDrift")
-            )
-        )
+        score = _drift_score(snapshot)
     else:
         sections = [ReportNote(title="Embedding drift", text=f"No reference: {note}")]
         snapshot = Report(sections).run(dataset(user_emb_today), None)

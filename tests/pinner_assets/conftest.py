@@ -1,6 +1,7 @@
 """A real Dagster instance, DuckDB file and LanceDB directory per test, on the tiny world."""
 
 import datetime
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,5 +103,31 @@ class Pipeline:
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield Pipeline(make_resources(tmp_path / "data"), instance)
+
+
+TRAINED_DAYS = (day(0), day(5))  # the promotion gate validates on the days after training
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pipeline ingested over TRAINED_DAYS and trained (TRAIN_CONFIG, through the same
+    torchrun + Pipes path as every run), built once per session: its data directory and its
+    Dagster instance. `trained_pipeline` hands each test a copy."""
+    root = tmp_path_factory.mktemp("trained_template")
+    (root / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        p = Pipeline(make_resources(root / "data"), instance)
+        p.days(*TRAINED_DAYS)
+        p.train()
+    return root
+
+
+@pytest.fixture
+def trained_pipeline(trained_template: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """A pipeline with TRAINED_DAYS ingested and a served model, its run history included: a
+    copy of `trained_template`, for tests that need a trained model, not the training itself."""
+    shutil.copytree(trained_template, tmp_path, dirs_exist_ok=True)
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
         yield Pipeline(make_resources(tmp_path / "data"), instance)

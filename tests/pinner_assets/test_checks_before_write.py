@@ -8,10 +8,8 @@ from pinner_assets.lib.vectors import read_pointer
 from tests.pinner_assets.conftest import Pipeline, day
 
 
-def test_nan_embeddings_are_never_written_or_published(pipeline: Pipeline) -> None:
-    p = pipeline
-    p.days(day(0), day(4))  # the promotion gate's validation slice is days 3..4
-    p.train()
+def test_nan_embeddings_are_never_written_or_published(trained_pipeline: Pipeline) -> None:
+    p = trained_pipeline
     p.run(["user_embeddings"], day(0), day(1))
     storage = p.resources["storage"]
     uri = storage.lancedb_uri  # type: ignore[attr-defined]

@@ -11,10 +11,8 @@ from tests.pinner_assets.conftest import Pipeline, day
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "query_embeddings.ipynb"
 
 
-def test_notebook_queries_lancedb(pipeline: Pipeline, tmp_path: Path) -> None:
-    p = pipeline
-    p.days(day(0), day(3))
-    p.train()
+def test_notebook_queries_lancedb(trained_pipeline: Pipeline, tmp_path: Path) -> None:
+    p = trained_pipeline
     p.run(["user_embeddings"], day(0), day(3))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     data_dir = str(p.resources["storage"].root)  # type: ignore[attr-defined]

@@ -71,10 +71,8 @@ def test_user_timelines_in_chunks_write_the_one_shot_rows(pipeline: Pipeline) ->
         assert_frame_equal(stored(on - datetime.timedelta(days=1)), day_before)
 
 
-def test_daily_embeddings_merge_over_yesterday(pipeline: Pipeline) -> None:
-    p = pipeline
-    p.days(day(0), day(5))
-    p.train()
+def test_daily_embeddings_merge_over_yesterday(trained_pipeline: Pipeline) -> None:
+    p = trained_pipeline
     # A backfill of a range runs the self-dependent chain in order, in ONE run.
     result = p.run(["user_embeddings"], day(0), day(3))
     partitions = [e.partition for e in result.get_asset_materialization_events()]
@@ -102,10 +100,8 @@ def test_daily_embeddings_merge_over_yesterday(pipeline: Pipeline) -> None:
     assert len(embeddings(p, day(3))) >= len(embeddings(p, day(2))) >= len(second)
 
 
-def test_missing_previous_partition_fails_loudly(pipeline: Pipeline) -> None:
-    p = pipeline
-    p.days(day(0), day(3))
-    p.train()
+def test_missing_previous_partition_fails_loudly(trained_pipeline: Pipeline) -> None:
+    p = trained_pipeline
     p.run(["user_embeddings"], day(0))
     result = p.run(["user_embeddings"], day(2), raise_on_error=False)
     assert not result.success
@@ -114,10 +110,8 @@ def test_missing_previous_partition_fails_loudly(pipeline: Pipeline) -> None:
     assert embeddings(p, day(2)) == {}  # nothing written
 
 
-def test_new_model_version_reinfers_every_user(pipeline: Pipeline) -> None:
-    p = pipeline
-    p.days(day(0), day(3))
-    p.train()
+def test_new_model_version_reinfers_every_user(trained_pipeline: Pipeline) -> None:
+    p = trained_pipeline
     p.run(["user_embeddings"], day(0), day(1))
     old = embeddings(p, day(1))
     old_version = next(iter(old.values()))[1]
@@ -133,10 +127,10 @@ def test_new_model_version_reinfers_every_user(pipeline: Pipeline) -> None:
     assert all(updated == day(2) for _, _, updated in new.values())
 
 
-def test_evaluation_report_waits_for_its_labels_and_records_versions(pipeline: Pipeline) -> None:
-    p = pipeline
-    p.days(day(0), day(5))
-    p.train()
+def test_evaluation_report_waits_for_its_labels_and_records_versions(
+    trained_pipeline: Pipeline,
+) -> None:
+    p = trained_pipeline
     p.run(["user_embeddings"], day(0), day(5))
     early = p.run(["evaluation_report"], day(5), raise_on_error=False)
     assert not early.success  # (D, D + 14] is not stored: no report with empty metrics

@@ -37,3 +37,22 @@ training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*TRAINING_ASSETS),
     description="(Re)train the model and rebuild the pin side. Launched on purpose, not daily.",
 )
+
+# The stages of a backfill (and of `pinner demo`), each a named job so that the UI's run list
+# says which stage a run was.
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.assets("raw_actions", "user_timelines"),
+    description="Ingest a range of days and rebuild their timelines (one run, days in order).",
+)
+user_embeddings_job = dg.define_asset_job(
+    "user_embeddings_job",
+    selection=dg.AssetSelection.assets("user_embeddings"),
+    description="Infer and merge the daily user embeddings over a range (the self-dependent "
+    "chain, in order, in one run).",
+)
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets("evaluation_report"),
+    description="The paper's metrics on held-out users for days whose 14 days of labels exist.",
+)

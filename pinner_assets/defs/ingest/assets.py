@@ -21,11 +21,10 @@ from pinner_assets.lib.day_checks import (
     RawActionsConfig,
     check_evaluations,
     content_hash,
-    inspect_day,
-    quarantine,
+    day_metadata,
+    judge_day,
     recent_volume,
     rejection_message,
-    rule_result,
 )
 from pinner_assets.lib.partitions import daily_partitions
 from pinner_assets.lib.resources import ActionSource, EvaluationSplit, PinnerStorage, item_cutoff
@@ -120,30 +119,7 @@ def raw_actions(
                 "SELECT n_rows, ingested_at FROM raw_action_partitions WHERE event_date = ?",
                 [day],
             ).fetchone()
-            file = source.day_file(day)
-            try:
-                raw = source.load_day(day)
-            except FileNotFoundError as err:
-                verdict = DayVerdict(key, [rule_result("readable", False, 0, {"error": str(err)})])
-            except (OSError, pl.exceptions.PolarsError, ValueError) as err:
-                verdict = DayVerdict(
-                    key, [rule_result("readable", False, 0, {"file": str(file), "error": str(err)})]
-                )
-                if file is not None:
-                    verdict.quarantine = quarantine(storage, key, None, file)
-            else:
-                verdict = inspect_day(
-                    raw,
-                    day,
-                    vocab,
-                    config,
-                    recent_volume(con, day),
-                    datetime.datetime.now(datetime.timezone.utc),
-                )
-                if verdict.failed:
-                    verdict.quarantine = quarantine(
-                        storage, key, raw if verdict.rows is None else verdict.rows, None
-                    )
+            verdict = judge_day(source, storage, day, vocab, config, recent_volume(con, day))
             if verdict.accepted:
                 assert verdict.rows is not None
                 n, digest = verdict.rows.height, content_hash(verdict.rows)
@@ -163,16 +139,7 @@ def raw_actions(
     rejected = [v for v in verdicts if not v.accepted]
     for v in verdicts:
         if v.accepted:
-            assert v.rows is not None
-            meta = {
-                "dagster/row_count": v.rows.height,
-                "active_users": v.rows["user_id"].n_unique(),
-                "source": source.kind,
-                "content_hash": content_hash(v.rows),
-                "duplicates_dropped": next(
-                    (r.n_bad for r in v.results if r.name == "no_duplicates"), 0
-                ),
-            }
+            meta = {**day_metadata(v), "source": source.kind}
             if rejected:  # the step fails below: record the days that were stored all the same
                 yield dg.AssetMaterialization("raw_actions", partition=v.key, metadata=meta)
             else:

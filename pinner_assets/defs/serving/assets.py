@@ -10,7 +10,7 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.inference.embed import embed_pins
 from pinner_assets.defs.automation.freshness import USER_EMBEDDINGS_FRESHNESS
-from pinner_assets.lib.automation import EMBEDDINGS_EAGER, PIN_EAGER
+from pinner_assets.lib.automation import PIN_EAGER, SERVING_EAGER
 from pinner_assets.lib.embedding_store import (
     embedding_check,
     embedding_matrix,
@@ -60,7 +60,7 @@ PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
         ),
     },
     retry_policy=LOCK_RETRY,
-    automation_condition=EMBEDDINGS_EAGER,
+    automation_condition=SERVING_EAGER,
 )
 def user_embeddings(
     context: dg.AssetExecutionContext,

@@ -22,6 +22,7 @@ from pinner_assets.lib.launch import launch_training
 from pinner_assets.lib.models import (
     LATEST_MODEL,
     SKETCH_FILE,
+    curve_markdown,
     load_model,
     load_training_timelines,
     loss_plot,
@@ -274,18 +275,16 @@ def trained_model(
         )
     context.log.info(f"promotion_gate for {version}: {gate.description}")
     history = fitted.result.history
-    curve = "\n".join(
-        ["| step | loss | lr | tau | seq/s |", "|---|---|---|---|---|"]
-        + [
-            f"| {r['step']:.0f} | {r['loss']:.4f} | {r['lr']:.2e} | {r['temperature']:.3f} "
-            f"| {r['sequences_per_s']:.0f} |"
-            for r in history
-        ]
+    # the throughput of the run that made these weights (a run resumed at its last step trains
+    # no step itself: its own rate is 0)
+    seq_per_s = fitted.result.sequences_per_s or (
+        history[-1]["sequences_per_s"] if history else 0.0
     )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),  # the weights' content hash
         check_results=[gate],
         metadata={
+            **launch_metadata,  # the worker's report; the figures below take precedence
             "model_version": version,
             "serving_version": serving_version(storage) or "none",
             "loss_curve": dg.MetadataValue.md(loss_plot(history)),
@@ -293,9 +292,8 @@ def trained_model(
             "train_users": fitted.n_train_users,
             "sequences_per_epoch": fitted.n_sequences_per_epoch,
             "final_loss": history[-1]["loss"] if history else float("nan"),
-            "sequences_per_s": fitted.result.sequences_per_s,
-            "training_curve": dg.MetadataValue.md(curve),
+            "sequences_per_s": seq_per_s,
+            "training_curve": dg.MetadataValue.md(curve_markdown(history)),
             "checkpoint": dg.MetadataValue.path(str(ckpt)),
-            **launch_metadata,
         },
     )
