@@ -11,9 +11,10 @@
 #             PinnerFormer, then the reference SASRecs), then the paper protocol on Taobao;
 #   stream 2: Amazon Sports, leave-one-out (PinnerFormer; the cross-entropy SASRec; the BCE
 #             SASRec, far behind it there, with one seed), then its paper protocol.
-# The *_latest runs ask for bf16 autocast on the CPU (`--amp on`) as they were recorded: on a CPU
-# without bf16 matrix units (AVX2 only) that is several times slower than fp32, so there pass
-# AMP=off (the figures then differ from the recorded ones within bf16's rounding).
+# The *_latest runs ask for bf16 autocast on the CPU (`--amp on`) as they were recorded; on a CPU
+# without bf16 matrix units (AVX2 only, where bf16 is several times slower than fp32) training
+# falls back to fp32 with a warning (`model_core.training.config.amp_dtype`), and each row
+# records whether it ran in bf16.
 # Usage: scripts/reproduce_results.sh   (PINNER_DATASETS_DIR, default ../shared/datasets; AMP,
 #        default on)
 set -euo pipefail

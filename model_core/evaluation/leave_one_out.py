@@ -20,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from model_core.data.timelines import Timelines
+from model_core.evaluation.metrics import require_finite
 from model_core.evaluation.seen import Seen
 
 
@@ -36,6 +38,13 @@ class LeaveOneOut:
 
     history: Timelines
     target_pin_row: np.ndarray
+
+    @property
+    def repeat(self) -> np.ndarray:
+        """[U] bool: the target is an item the user had acted on before (re-engagement)."""
+        owner = np.repeat(np.arange(self.history.n_users), self.history.lengths)
+        hit = self.history.pin_row == self.target_pin_row[owner]
+        return np.bincount(owner[hit], minlength=self.history.n_users) > 0
 
 
 def last_positive(timelines: Timelines) -> np.ndarray:
@@ -69,18 +78,36 @@ def full_ranks(
     user_vecs: [U, D] float32; item_vecs: [N, D] float32; target_rows: [U] int64 rows of item_vecs;
     seen: items removed from each user's competitors (never the target itself); None keeps all.
     """
+    require_finite("user_vecs", user_vecs)
+    require_finite("item_vecs", item_vecs)
     items = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
     out = np.empty(len(user_vecs), dtype=np.int64)
     with torch.no_grad():
         for i in range(0, len(user_vecs), chunk):
             u = torch.from_numpy(np.ascontiguousarray(user_vecs[i : i + chunk], dtype=np.float32))
-            scores = u @ items.T  # (u, N)
-            rows = torch.from_numpy(target_rows[i : i + chunk])
-            target = scores.gather(1, rows.unsqueeze(1))  # (u, 1)
-            if seen is not None:
-                lo, hi = seen.offsets[i], seen.offsets[min(i + chunk, len(user_vecs))]
-                local = np.repeat(np.arange(len(u)), np.diff(seen.offsets[i : i + len(u) + 1]))
-                scores[local, seen.rows[lo:hi]] = -torch.inf
-                scores.scatter_(1, rows.unsqueeze(1), target)
-            out[i : i + chunk] = ((scores >= target).sum(dim=1) - 1).numpy()
+            out[i : i + chunk] = _ranks(u @ items.T, target_rows, seen, i)
     return out
+
+
+def score_ranks(
+    scores: sp.csr_matrix, target_rows: np.ndarray, seen: Seen | None = None, chunk: int = 512
+) -> np.ndarray:
+    """`full_ranks` for a scorer given as a sparse [U, N] score matrix (an absent entry scores
+    0; `model_core.evaluation.history_scorers`)."""
+    out = np.empty(scores.shape[0], dtype=np.int64)
+    for i in range(0, scores.shape[0], chunk):
+        dense = torch.from_numpy(scores[i : i + chunk].toarray().astype(np.float32))
+        out[i : i + chunk] = _ranks(dense, target_rows, seen, i)
+    return out
+
+
+def _ranks(scores: torch.Tensor, target_rows: np.ndarray, seen: Seen | None, i: int) -> np.ndarray:
+    """[u] ranks of the targets of users i .. i + u from their [u, N] scores (modified)."""
+    rows = torch.from_numpy(target_rows[i : i + len(scores)])
+    target = scores.gather(1, rows.unsqueeze(1))  # (u, 1)
+    if seen is not None:
+        lo, hi = seen.offsets[i], seen.offsets[i + len(scores)]
+        local = np.repeat(np.arange(len(scores)), np.diff(seen.offsets[i : i + len(scores) + 1]))
+        scores[local, seen.rows[lo:hi]] = -torch.inf
+        scores.scatter_(1, rows.unsqueeze(1), target)
+    return ((scores >= target).sum(dim=1) - 1).numpy()

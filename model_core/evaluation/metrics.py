@@ -274,6 +274,21 @@ def hit_rate_and_ndcg_at_k(ranks: np.ndarray, k: int = 10) -> tuple[float, float
     return float(hit.mean()), float(ndcg.mean())
 
 
+def require_finite(name: str, vectors: np.ndarray) -> None:
+    """Raise when `vectors` ([R, D]) hold a NaN or an infinity: a non-finite score compares
+    false with everything, so its item would rank first and count as a hit."""
+    values = np.asarray(vectors)
+    if values.size == 0:
+        return
+    bad = ~np.isfinite(values).reshape(len(values), -1).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"{name} has non-finite values in {len(rows)} of {len(vectors)} rows "
+            f"(first: row {int(rows[0])}); a model that emits NaN or inf cannot be scored"
+        )
+
+
 def evaluate_retrieval(
     user_vecs: np.ndarray,
     positive_user: np.ndarray,
@@ -301,6 +316,9 @@ def evaluate_retrieval(
     positive are evaluated, for all three metrics, so they describe one population. ``device``
     defaults to CUDA when available.
     """
+    for name, vectors in (("user_vecs", user_vecs), ("positive_vecs", positive_vecs)):
+        require_finite(name, vectors)
+    require_finite("index_vecs", index_vecs)
     positive_user = np.asarray(positive_user, dtype=np.int64)
     if positive_user.ndim != 1 or positive_vecs.shape[0] != positive_user.shape[0]:
         raise ValueError(

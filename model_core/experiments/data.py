@@ -3,10 +3,10 @@ vectors never see evaluation-period data.
 
 For real logs the split time t (paper protocol) is chosen among weekly midnights to maximise the
 users with history before t and positives in (t, t + 14 days]; item content vectors are built from
-metadata and co-engagement strictly before t (`model_core.features.item_content`); for leave-one-out
-the cutoff is each user's held-out positive. The validation users' validation labels are left out
-too (`item_vector_actions`, `paper_item_vector_actions`), so that neither the test nor the
-early-stopping score finds its answer in the item vectors. `quick`
+metadata and co-engagement strictly before t (`model_core.features.item_content`), from the
+training users only; for leave-one-out, from each user's actions before their validation target
+(or their held-out positive when they have none). Either way the vectors read exactly the
+interactions the models train on (`item_vector_actions`, `paper_item_vector_actions`). `quick`
 keeps a few hundred users of a real log (a stable hash of the id) so a smoke run takes minutes.
 """
 
@@ -23,11 +23,10 @@ import polars as pl
 from model_core.data import synthetic
 from model_core.data.sources import RawLog, read_source
 from model_core.data.timelines import PinCatalog, PositiveRule, Timelines
-from model_core.evaluation.paper_protocol import is_eval_user
+from model_core.evaluation.paper_protocol import EvalConfig, is_eval_user
 from model_core.features.actions import FeatureConfig
 from model_core.features.item_content import item_content_embeddings
 from model_core.training.validation import (
-    PAPER_HORIZON_DAYS,
     paper_validation_users,
     validation_users,
 )
@@ -81,61 +80,65 @@ def load(
     log = _quick(read_source(source, path, **columns), quick)
     split = choose_split(log.actions, log.rule)
     features = log.feature_config(content_dim=ITEM_DIM)
-    validated = validation_users(np.unique(log.actions["user_id"].to_numpy()))
+    # Every item stays in the catalogue, even one that only actions the vectors may not read
+    # touched (its vector is then metadata alone).
+    engaged = log.actions.select("pin_id").unique()
+    items = pl.concat([log.items, engaged], how="diagonal_relaxed")
     if protocol == "leave_one_out":
-        vector_log = dataclasses.replace(
-            log, actions=item_vector_actions(log.actions, log.rule, validated)
-        )
-        cutoff = int(vector_log.actions["ts"].dt.epoch("s").to_numpy().max()) + 1
+        actions = item_vector_actions(log.actions, log.rule)
+        cutoff = int(actions["ts"].dt.epoch("s").to_numpy().max()) + 1
     else:
-        # Every item stays in the catalogue, even one only the held-out users engaged with.
-        engaged = log.actions.select("pin_id").unique()
-        items = pl.concat([log.items, engaged], how="diagonal_relaxed")
-        vector_log = dataclasses.replace(
-            log, actions=paper_item_vector_actions(log.actions, split), items=items
-        )
-        cutoff = split
+        actions, cutoff = paper_item_vector_actions(log.actions, split), split
+    vector_log = dataclasses.replace(log, actions=actions, items=items)
     cutoff_dt = datetime.datetime.fromtimestamp(cutoff, datetime.timezone.utc)
     pins = item_content_embeddings(
         vector_log, cutoff_dt, dim=features.content_dim, engagement=item_engagement
     )
     catalog = PinCatalog.from_frame(pins)
     timelines, _ = Timelines.from_actions(log.actions, catalog, features, log.rule)
-    return Data(log.name, timelines, catalog, features, split, validated)
+    return Data(log.name, timelines, catalog, features, split, validation_users(timelines.user_ids))
 
 
 def paper_item_vector_actions(actions: pl.DataFrame, split_ts: int) -> pl.DataFrame:
     """The actions the paper protocol's item vectors may read, besides being before t (which
-    `item_content_embeddings` enforces): none of the held-out validation users' actions in the
-    validation window (t - PAPER_HORIZON_DAYS, t], whose positives are the early-stopping
-    labels (`validation.paper_split`; a window it shortens for a short log stays inside)."""
-    start = split_ts - int(PAPER_HORIZON_DAYS * 86_400)
-    ts = actions["ts"].dt.epoch("s").to_numpy()
-    held = paper_validation_users(actions["user_id"].to_numpy().astype(np.int64))
-    return actions.filter(pl.Series(~(held & (ts > start) & (ts <= split_ts))))
+    `item_content_embeddings` enforces): exactly the training users' that the models train on
+    (`validation.paper_split`'s train) — no evaluation user's (`EvalConfig`'s stable hash) and
+    no held-out validation user's. The vectors then know no more about the users than any
+    model does."""
+    users = actions["user_id"].to_numpy().astype(np.int64)
+    cfg = EvalConfig()
+    trained = ~is_eval_user(users, cfg.eval_fraction, cfg.seed) & ~paper_validation_users(users)
+    return actions.filter(pl.Series(trained))
 
 
-def item_vector_actions(
-    actions: pl.DataFrame, rule: PositiveRule, validated: np.ndarray
-) -> pl.DataFrame:
-    """The actions leave-one-out's item vectors may read: every interaction before each user's
-    held-out positive (the standard setup: it and everything at or after it are dropped), less
-    the validated users' validation positives (their last positive before that). Only those
-    users lose an interaction (about 5,000 of a log's, `validation_users`): cutting every user
-    at the validation positive instead also drops the history between the two targets, and cost
-    the Taobao test about half its NDCG@10 (RESULTS_NOTES)."""
+def item_vector_actions(actions: pl.DataFrame, rule: PositiveRule) -> pl.DataFrame:
+    """The actions leave-one-out's item vectors may read: exactly what the models train on
+    (`validation.leave_one_out_split`'s train). Every user is cut before their held-out
+    positive; a user with a validation target (a positive before that one, with an action
+    before it) is cut before the validation positive too, so that neither the test nor the
+    early-stopping label, nor anything between them, reaches the vectors. (Cuts are by time:
+    an action in the same second as a cut is dropped with it.)"""
     acts = actions.with_columns(pl.Series("_positive", rule.frame_mask(actions)))
-    last = acts.filter(pl.col("_positive")).group_by("user_id").agg(pl.col("ts").max().alias("_t"))
-    kept = acts.join(last, on="user_id", how="left").filter(
-        pl.col("_t").is_null() | (pl.col("ts") < pl.col("_t"))
-    )
-    val = (
-        kept.filter(pl.col("_positive") & pl.col("user_id").is_in(validated))
+    first = acts.group_by("user_id").agg(pl.col("ts").min().alias("_first"))
+    pos = (
+        acts.filter(pl.col("_positive"))
         .group_by("user_id")
-        .agg(pl.col("ts").max().alias("_v"))
+        .agg(pl.col("ts").sort(descending=True).head(2).alias("_last2"))
+        .join(first, on="user_id")
+        .with_columns(
+            pl.col("_last2").list.get(0).alias("_test"),
+            pl.col("_last2").list.get(1, null_on_oob=True).alias("_val"),
+        )
     )
-    kept = kept.join(val, on="user_id", how="left").filter(
-        ~(pl.col("_positive") & (pl.col("ts") == pl.col("_v")).fill_null(False))
+    # the validation target needs an action before it (leave_one_out's "needs a history")
+    cut = pos.with_columns(
+        pl.when(pl.col("_val").is_not_null() & (pl.col("_val") > pl.col("_first")))
+        .then(pl.col("_val"))
+        .otherwise(pl.col("_test"))
+        .alias("_cut")
+    ).select("user_id", "_cut")
+    kept = acts.join(cut, on="user_id", how="left").filter(
+        pl.col("_cut").is_null() | (pl.col("ts") < pl.col("_cut"))
     )
     return kept.select(actions.columns)
 

@@ -145,9 +145,9 @@ def is_default_recipe(row: dict[str, Any]) -> bool:
 
 def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| variant | HR@10 [95% CI] | NDCG@10 [95% CI] | NDCG@10 unfiltered [95% CI] | seeds | "
-        "users | training |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | HR@10 [95% CI] | NDCG@10 [95% CI] | NDCG@10 unfiltered [95% CI] | "
+        "NDCG@10 repeat / new target | seeds | users | training |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = []
@@ -160,10 +160,20 @@ def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
             ci = f" [{_fmt(lo, 3)}, {_fmt(hi, 3)}]" if lo is not None else ""
             cells.append(f"{_fmt(r[metric])}{spread}{ci}")
         lines.append(
-            f"| {_label(r)} | {' | '.join(cells)} | {len(r['seeds'])} | "
+            f"| {_label(r)} | {' | '.join(cells)} | {_repeat_new(r)} | {len(r['seeds'])} | "
             f"{r['eval_users']} | {_train(r)} |"
         )
     return lines
+
+
+def _repeat_new(r: dict[str, Any]) -> str:
+    """NDCG@10 on the users whose target they had acted on before, and on the others."""
+    if "repeat_users" not in r:
+        return "n/a"
+    parts = [
+        f"{_fmt(r[f'ndcg_at_10_{part}'])} ({r[f'{part}_users']})" for part in ("repeat", "new")
+    ]
+    return " / ".join(parts)
 
 
 def _paired_table(rows: list[dict[str, Any]]) -> list[str]:

@@ -21,10 +21,20 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from model_core.data.timelines import Timelines
+from model_core.evaluation.history_scorers import (
+    Choice,
+    choose,
+    evaluate_score_rows,
+    history_scores,
+    item_knn_scores,
+    item_similarity,
+)
+from model_core.evaluation.index import index_positions
 from model_core.evaluation.inference_frequency import MODES, inference_frequency_metrics
-from model_core.evaluation.leave_one_out import LeaveOneOut, full_ranks
+from model_core.evaluation.leave_one_out import LeaveOneOut, full_ranks, score_ranks
 from model_core.evaluation.metrics import RetrievalMetrics, bootstrap_ci, hit_and_ndcg_per_user
 from model_core.evaluation.paper_protocol import (
     EvalSet,
@@ -42,6 +52,7 @@ from model_core.experiments.tables import Base, Variant, variants
 from model_core.inference.embed import user_item_vectors
 from model_core.training.recipe import RecipeConfig
 from model_core.training.sampler import SamplerConfig
+from model_core.training.validation import Split
 
 Fit = Callable[[Variant, RecipeConfig], tuple[Any, dict[str, Any]]]
 
@@ -190,7 +201,8 @@ def loo_rows(
             users, items = user_item_vectors(model, loo.history, data.catalog)
             ranks[""].append(full_ranks(users, items, loo.target_pin_row, seen))
             ranks["_unfiltered"].append(full_ranks(users, items, loo.target_pin_row))
-        rows.append(_loo_row(table, name, ranks, seeds, _mean_stats([st for _, st in fitted])))
+        stats = _mean_stats([st for _, st in fitted])
+        rows.append(_loo_row(table, name, ranks, seeds, stats, loo.repeat))
     return rows
 
 
@@ -213,7 +225,75 @@ def loo_baselines(data: Data, loo: LeaveOneOut) -> list[dict[str, Any]]:
     plain = pinnersage_loo_ranks(loo.history, data.catalog, loo.target_pin_row, cfg)
     for name in filtered:
         ranks[name] = {"": [filtered[name]], "_unfiltered": [plain[name]]}
-    return [_loo_row(baseline_table(name), name, r, [0], {}) for name, r in ranks.items()]
+    return [
+        _loo_row(baseline_table(name), name, r, [0], {}, loo.repeat) for name, r in ranks.items()
+    ]
+
+
+# The settings the history scorers choose among on the validation split.
+HISTORY_SETTINGS: tuple[dict[str, Any], ...] = ({"by": "frequency"}, {"by": "recency"})
+KNN_NEIGHBORS = (20, 100)
+KNN_RECENT = (1, 5, 20)
+
+
+def chosen_history_scorers(
+    data: Data, split: Split, history: Timelines
+) -> dict[str, tuple[sp.csr_matrix, dict[str, Any]]]:
+    """`history` and `item_knn` (`model_core.evaluation.history_scorers`) for the users of
+    `history`, each with the setting that scored best on the validation split; item
+    co-occurrence comes from `split.train`, exactly what every model trains on."""
+    n = len(data.catalog)
+    hist = choose(
+        HISTORY_SETTINGS,
+        lambda s: split.validate_scores(lambda tl: history_scores(tl, n, **s)),
+    )
+    sims = {k: item_similarity(split.train, n, k) for k in KNN_NEIGHBORS}
+    knn = choose(
+        [{"neighbors": k, "recent": r} for k in KNN_NEIGHBORS for r in KNN_RECENT],
+        lambda s: split.validate_scores(
+            lambda tl: item_knn_scores(tl, sims[s["neighbors"]], s["recent"])
+        ),
+    )
+    return {
+        "history": (history_scores(history, n, **hist.setting), _choice_stats(hist)),
+        "item_knn": (
+            item_knn_scores(
+                history,
+                sims[knn.setting["neighbors"]],
+                knn.setting["recent"],
+            ),
+            _choice_stats(knn),
+        ),
+    }
+
+
+def _choice_stats(choice: Choice) -> dict[str, Any]:
+    return {"setting": choice.setting, "validation": max(choice.validation.values())}
+
+
+def loo_history_rows(data: Data, loo: LeaveOneOut, split: Split) -> list[dict[str, Any]]:
+    seen = Seen.of(loo.history)
+    rows = []
+    for name, (scores, stats) in chosen_history_scorers(data, split, loo.history).items():
+        ranks = {
+            "": [score_ranks(scores, loo.target_pin_row, seen)],
+            "_unfiltered": [score_ranks(scores, loo.target_pin_row)],
+        }
+        rows.append(_loo_row("baselines", name, ranks, [0], stats, loo.repeat))
+    return rows
+
+
+def paper_history_rows(data: Data, es: EvalSet, split: Split) -> list[dict[str, Any]]:
+    in_index = index_positions(es.index_rows, es.positive_pin_row)
+    topics = data.catalog.topics[es.index_rows]
+    rows = []
+    for name, (scores, stats) in chosen_history_scorers(data, split, es.history).items():
+        m = evaluate_score_rows(
+            scores, es.positive_user, es.positive_pin_row, es.index_rows, topics, in_index,
+            seen=es.seen,
+        )  # fmt: skip
+        rows.append(_paper_row("baselines", name, [m], [0], stats))
+    return rows
 
 
 def _loo_row(
@@ -222,10 +302,13 @@ def _loo_row(
     ranks: dict[str, list[np.ndarray]],
     seeds: list[int],
     stats: dict[str, Any],
+    repeat: np.ndarray,
 ) -> dict[str, Any]:
     """One row from each seed's [U] ranks, seen items removed ("") and unfiltered: seed means,
     seed spread, and 95% bootstrap intervals over users of the per-user hit / NDCG averaged over
-    seeds; each seed's seen-removed ranks, capped at 10, for paired comparisons (`paired`)."""
+    seeds; each seed's seen-removed ranks, capped at 10, for paired comparisons (`paired`); and
+    NDCG@10 (seen removed) apart on the users whose target is a `repeat` ([U] bool: an item
+    they had acted on before) and on those whose target is new."""
     row: dict[str, Any] = {"table": table, "variant": variant}
     for suffix, per in ranks.items():
         per_seed = [hit_and_ndcg_per_user(r) for r in per]
@@ -238,4 +321,9 @@ def _loo_row(
             row[f"{metric}{suffix}_seed_std"] = float(np.std(values))
     row.update({"seeds": seeds, "eval_users": int(len(ranks[""][0])), **stats})
     row["top10_ranks"] = [encode_ranks(r) for r in ranks[""]]  # for paired comparisons
+    ndcg = np.mean([hit_and_ndcg_per_user(r)[1] for r in ranks[""]], axis=0)
+    for part, users in (("repeat", repeat), ("new", ~repeat)):
+        row[f"ndcg_at_10_{part}"] = float(ndcg[users].mean()) if users.any() else None
+        row[f"ndcg_at_10_{part}_ci"] = list(bootstrap_ci(ndcg[users])) if users.any() else None
+        row[f"{part}_users"] = int(users.sum())
     return row

@@ -50,7 +50,14 @@ import torch
 from model_core.evaluation.leave_one_out import leave_one_out
 from model_core.evaluation.paper_protocol import EvalConfig, build_eval_set
 from model_core.experiments.data import Data, load
-from model_core.experiments.rows import loo_baselines, loo_rows, paper_baselines, paper_rows
+from model_core.experiments.rows import (
+    loo_baselines,
+    loo_history_rows,
+    loo_rows,
+    paper_baselines,
+    paper_history_rows,
+    paper_rows,
+)
 from model_core.experiments.tables import PAPER_ONLY, TABLES, Variant, with_labels
 from model_core.model.sasrec import SASRecConfig, fit_sasrec
 from model_core.training.config import TrainConfig, amp_dtype
@@ -316,10 +323,12 @@ def run(
         es = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
         rows += paper_baselines(data, es, train_tl)
         split = paper_split(train_tl, data.catalog, data.split_ts)
+        rows += paper_history_rows(data, es, split)
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
         split = leave_one_out_split(loo.history, data.catalog, data.validation_users)
+        rows += loo_history_rows(data, loo, split)
     fits = FitCache(data, split, budget, validate_tokens=item_tokens == "validated")
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]

@@ -21,25 +21,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from model_core.data.timelines import PinCatalog, Timelines
+from model_core.evaluation.history_scorers import evaluate_score_rows
 from model_core.evaluation.index import index_positions
-from model_core.evaluation.leave_one_out import full_ranks, last_positive, leave_one_out
+from model_core.evaluation.leave_one_out import (
+    full_ranks,
+    last_positive,
+    leave_one_out,
+    score_ranks,
+)
 from model_core.evaluation.metrics import evaluate_retrieval, hit_and_ndcg_per_user
 from model_core.evaluation.paper_protocol import EvalConfig, build_eval_set, is_eval_user
 from model_core.evaluation.seen import Seen
 from model_core.inference.embed import user_item_vectors
 
 Validate = Callable[[Any], float]
+# A scorer that is not a model: the validation users' timelines → their [U, N] sparse scores
+# over the catalogue (`model_core.evaluation.history_scorers`).
+ScoreFactory = Callable[[Timelines], sp.csr_matrix]
 
 
 @dataclass(frozen=True)
 class Split:
-    """train: what the model may train on; validate: model → metric (higher is better)."""
+    """train: what the model may train on; validate: model → metric (higher is better);
+    validate_scores: the same metric on the same users for a non-learned scorer, so that the
+    baselines' settings are chosen like a model's."""
 
     train: Timelines
     validate: Validate
     n_users: int
+    validate_scores: Callable[[ScoreFactory], float]
 
 
 VALIDATION_USERS = 5000
@@ -80,6 +93,10 @@ def leave_one_out_split(history: Timelines, catalog: PinCatalog, users: np.ndarr
         _, ndcg = hit_and_ndcg_per_user(full_ranks(user_vecs, items, targets, seen))
         return float(ndcg.mean())
 
+    def validate_scores(scorer: ScoreFactory) -> float:
+        _, ndcg = hit_and_ndcg_per_user(score_ranks(scorer(inputs), targets, seen))
+        return float(ndcg.mean())
+
     # Train on everything but each validated user's target and what follows it; users with too
     # few positives to validate on keep their whole history.
     owner = np.repeat(np.arange(history.n_users), history.lengths)
@@ -87,7 +104,7 @@ def leave_one_out_split(history: Timelines, catalog: PinCatalog, users: np.ndarr
     validated = np.isin(history.user_ids, val.history.user_ids)
     cut[validated] = last_positive(history)[validated]
     train = history.select_rows(np.arange(len(owner)) < cut[owner])
-    return Split(train, validate, int(chosen.sum()))
+    return Split(train, validate, int(chosen.sum()), validate_scores)
 
 
 def paper_split(
@@ -132,4 +149,8 @@ def paper_split(
         )
         return m.recall_at_k
 
-    return Split(train_tl.select_users(~held), validate, len(keep_users))
+    def validate_scores(scorer: ScoreFactory) -> float:
+        m = evaluate_score_rows(scorer(inputs), pos_user, pos_row, es.index_rows, None, in_index)
+        return m.recall_at_k
+
+    return Split(train_tl.select_users(~held), validate, len(keep_users), validate_scores)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from model_core.data.timelines import Timelines
 from model_core.evaluation.leave_one_out import full_ranks, leave_one_out
@@ -74,3 +75,14 @@ def test_seen_items_leave_the_ranking_but_never_the_target() -> None:
     assert full_ranks(users, items, target).tolist() == [3, 0]
     # user 1: items 0 and 1 are gone, only item 2 is above the target; user 2 keeps its target.
     assert full_ranks(users, items, target, seen, chunk=1).tolist() == [1, 0]
+
+
+def test_a_non_finite_score_is_rejected_not_counted_as_a_hit() -> None:
+    """A NaN user vector compares false with every item: its target used to get rank -1 (a hit,
+    NDCG inf)."""
+    users = np.array([[1.0, 0.0], [np.nan, 0.0]], dtype=np.float32)
+    items = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"user_vecs has non-finite values in 1 of 2 rows"):
+        full_ranks(users, items, np.array([0, 1]))
+    with pytest.raises(ValueError, match="item_vecs has non-finite values"):
+        full_ranks(users[:1], np.array([[np.inf, 0.0], [0.0, 1.0]], np.float32), np.array([0]))

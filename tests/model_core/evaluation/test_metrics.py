@@ -261,3 +261,11 @@ def test_seen_pins_leave_each_users_ranking_but_a_positive_still_counts() -> Non
             k=k,
         ).per_user_recall[0]
         assert got[i] == pytest.approx(want)
+
+
+def test_non_finite_vectors_are_rejected_by_retrieval() -> None:
+    user = np.array([[np.nan, 0.0]], dtype=np.float32)
+    with pytest.raises(ValueError, match="user_vecs has non-finite values"):
+        evaluate_retrieval(
+            user, np.array([0]), np.eye(2, dtype=np.float32)[:1], np.eye(2, dtype=np.float32)
+        )

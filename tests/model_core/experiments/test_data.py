@@ -10,10 +10,23 @@ import numpy as np
 import polars as pl
 
 from model_core.data.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.evaluation.leave_one_out import leave_one_out
+from model_core.evaluation.paper_protocol import EvalConfig, is_eval_user
 from model_core.experiments.data import item_vector_actions, load, paper_item_vector_actions
-from model_core.training.validation import PAPER_HORIZON_DAYS, paper_split, validation_users
+from model_core.features.actions import FeatureConfig
+from model_core.training.validation import leave_one_out_split, paper_split, validation_users
 
 RULE = PositiveRule()
+FEATURES = FeatureConfig(content_dim=2)
+
+
+def _catalog(actions: pl.DataFrame) -> PinCatalog:
+    pins = sorted(set(actions["pin_id"].to_list()))
+    return PinCatalog.from_frame(
+        pl.DataFrame(
+            {"pin_id": pins, "embedding": [[0.0, 1.0]] * len(pins), "topic": [0] * len(pins)}
+        )
+    )
 
 
 def _actions(rows: list[tuple[int, int, int, str]]) -> pl.DataFrame:
@@ -31,28 +44,31 @@ def _actions(rows: list[tuple[int, int, int, str]]) -> pl.DataFrame:
     )
 
 
-def test_item_vectors_leave_out_test_targets_and_validated_users_validation_targets() -> None:
+def test_item_vectors_read_exactly_what_training_reads() -> None:
+    """Every user is cut where leave-one-out training cuts them: before the validation target
+    when they have one (it used to keep what lies between the two targets, which no model
+    trains on), else before the test target."""
     acts = _actions(
         [
-            # user 1 (validated): repin 10, view 11, repin 12 (validation), view 13, repin 14 (test)
+            # user 1: repin 10, view 11, repin 12 (validation), view 13, repin 14 (test)
             (1, 10, 0, "repin"),
-            (1, 11, 1, "view"),
+            (1, 11, 1, "closeup"),
             (1, 12, 2, "repin"),
-            (1, 13, 3, "view"),
+            (1, 13, 3, "closeup"),
             (1, 14, 4, "repin"),
-            (1, 15, 5, "view"),
-            # user 2 (not validated): the same shape; only the test target and after are cut
-            (2, 20, 0, "repin"),
+            (1, 15, 5, "closeup"),
+            # user 2: two positives, the first its first action: no validation target
             (2, 22, 2, "repin"),
-            (2, 23, 3, "view"),
+            (2, 23, 3, "closeup"),
             (2, 24, 4, "repin"),
         ]
     )
-    kept = item_vector_actions(acts, RULE, validated=np.array([1]))
-    pins = sorted(kept["pin_id"].to_list())
-    # user 1 keeps the history between the two targets (view 13), loses both targets
-    assert pins == [10, 11, 13, 20, 22, 23]
+    kept = item_vector_actions(acts, RULE)
+    assert sorted(kept["pin_id"].to_list()) == [10, 11, 22, 23]
     assert kept.columns == acts.columns
+    tl, _ = Timelines.from_actions(acts, _catalog(acts), FEATURES, RULE)
+    trained = leave_one_out_split(leave_one_out(tl).history, _catalog(acts), tl.user_ids).train
+    assert sorted(trained.pin_id.tolist()) == [10, 11, 22, 23]
 
 
 def test_validation_users_are_a_stable_hash_of_the_id() -> None:
@@ -65,21 +81,24 @@ def test_validation_users_are_a_stable_hash_of_the_id() -> None:
     assert np.array_equal(validation_users(ids[:5], max_users=2000), ids[:5])
 
 
-def test_paper_item_vectors_leave_out_the_held_out_users_validation_window(
+def test_paper_item_vectors_read_only_the_users_the_models_train_on(
     tiny_actions: pl.DataFrame, tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
+    """No evaluation user's and no held-out validation user's action reaches the vectors (they
+    used to read every user's actions before t)."""
     split = int(tiny_actions["ts"].dt.epoch("s").max()) - 3 * 86_400
-    train = tiny_timelines.before(split)
+    cfg = EvalConfig()
+    train = tiny_timelines.select_users(
+        ~is_eval_user(tiny_timelines.user_ids, cfg.eval_fraction, cfg.seed)
+    ).before(split)
     val = paper_split(train, tiny_catalog, split)
-    held = np.setdiff1d(train.user_ids, val.train.user_ids)  # held out of training to validate
-    assert len(held) > 0
-    ts = tiny_actions["ts"].dt.epoch("s").to_numpy()
-    window = (ts > split - PAPER_HORIZON_DAYS * 86_400) & (ts <= split)
-    held_in_window = window & np.isin(tiny_actions["user_id"].to_numpy(), held)
-    assert held_in_window.any()
-    # exactly the held-out users' actions in the validation window leave; nothing else does
-    expected = tiny_actions.filter(pl.Series(~held_in_window))
-    assert paper_item_vector_actions(tiny_actions, split).equals(expected)
+    kept = set(paper_item_vector_actions(tiny_actions, split)["user_id"].unique().to_list())
+    everyone = np.unique(tiny_actions["user_id"].to_numpy())
+    held = set(train.user_ids.tolist()) - set(val.train.user_ids.tolist())
+    evaluated = set(everyone[is_eval_user(everyone, cfg.eval_fraction, cfg.seed)].tolist())
+    assert held
+    assert evaluated
+    assert kept == set(everyone.tolist()) - held - evaluated
 
 
 def test_a_real_log_loads_for_both_protocols_with_every_item_in_the_catalogue(

@@ -17,7 +17,14 @@ from model_core.experiments.tables import PEERS, TABLES, variants
 from model_core.training.recipe import RecipeConfig
 from model_core.training.validation import leave_one_out_split
 
-BASELINES = ["popularity", "recent_mean", "pinnersage_oracle", "pinnersage_round_robin"]
+BASELINES = [
+    "popularity",
+    "recent_mean",
+    "pinnersage_oracle",
+    "pinnersage_round_robin",
+    "history",
+    "item_knn",
+]
 TINY = Budget(max_epochs=1, max_minutes=0.02, patience=1)
 ITEM_IDS = ["content_only", "ids_table", "ids_hashed", "ids_table_no_graph"]
 

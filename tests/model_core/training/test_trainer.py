@@ -325,3 +325,24 @@ def test_fit_learns_vectors_for_the_tokens_known_items_share(
     assert table.tokens is not None
     assert table.tokens.weight.shape == (4, model.config.out_dim)
     assert table.item_tokens[1:, 0].tolist() == (tokens[shown, 0]).tolist()  # codes kept in order
+
+
+def test_bf16_is_used_on_a_cpu_only_where_it_has_bf16_matrix_units(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On an AVX2-only CPU a bf16 matmul is many times slower than fp32: `--amp on` falls back
+    to fp32 there, with one warning; CUDA and "off" are unchanged."""
+    from model_core.training import config
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(config, "cpu_bf16_units", lambda: False)
+    config._warn_no_bf16_units.cache_clear()
+    with caplog.at_level("WARNING", logger="model_core.training.config"):
+        assert config.amp_dtype(cpu, "on") == torch.float32
+        assert config.amp_dtype(cpu, "on") == torch.float32
+    assert len([r for r in caplog.records if "bf16 matrix units" in r.message]) == 1
+    assert config.amp_dtype(cuda, "auto") == torch.bfloat16
+    assert config.amp_dtype(cpu, "auto") == torch.float32
+    monkeypatch.setattr(config, "cpu_bf16_units", lambda: True)
+    assert config.amp_dtype(cpu, "on") == torch.bfloat16
+    assert config.amp_dtype(cpu, "off") == torch.float32

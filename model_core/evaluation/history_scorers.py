@@ -1,0 +1,200 @@
+"""Scorers that read only the user's own history: the baselines that win on repeats and on
+co-occurrence, which every learned model must be checked against.
+
+- `history`: the user's own items, most frequent first, ties by recency; every other item scores
+  0. On a log where users come back to what they saw (Taobao: view, then buy) this alone is
+  strong; with seen items removed it can only hit a target the user had seen before.
+- `item_knn`: item-to-item co-occurrence kNN (Sarwar et al., WWW 2001; Linden et al., 2003):
+  cosine similarity of the items' user sets in the TRAINING timelines, each item keeping its
+  `neighbors` strongest; a user's score for an item is the similarity-weighted sum over their
+  `recent` last distinct items.
+
+Both return a sparse [U, N] score matrix (scipy CSR; an absent entry scores 0), ranked by
+`model_core.evaluation.leave_one_out.score_ranks` and scored by
+`evaluate_score_rows`. Their settings are chosen on the validation
+split like every model's (`choose`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from model_core.data.timelines import Timelines
+from model_core.evaluation.metrics import (
+    RetrievalMetrics,
+    interest_entropy,
+    p90_coverage,
+    recall_at_k,
+    require_finite,
+)
+from model_core.evaluation.seen import Seen
+
+# Frequency counts in whole units; recency breaks ties inside (0, 1).
+_RECENCY_SHARE = 0.5
+
+
+def history_scores(history: Timelines, n_items: int, by: str = "frequency") -> sp.csr_matrix:
+    """[U, N] score of each user's own items: "frequency" = how often, ties broken by how
+    recently; "recency" = how recently only (the latest item highest)."""
+    owner = np.repeat(np.arange(history.n_users), history.lengths)
+    position = np.arange(len(owner)) - history.offsets[owner]  # 0 = oldest action
+    recency = (position + 1) / (history.lengths[owner] + 1)  # in (0, 1), latest highest
+    counts = sp.csr_matrix(
+        (np.ones(len(owner)), (owner, history.pin_row)), shape=(history.n_users, n_items)
+    )
+    latest = sp.csr_matrix((recency, (owner, history.pin_row)), shape=counts.shape)
+    latest.sum_duplicates()  # summed duplicates break ties within a user all the same
+    latest.data = np.minimum(latest.data, 1.0)
+    if by == "recency":
+        return latest.astype(np.float32)
+    if by != "frequency":
+        raise ValueError(f"history order must be frequency or recency, got {by!r}")
+    counts.sum_duplicates()
+    return (counts + _RECENCY_SHARE * latest).astype(np.float32)
+
+
+def _user_items(timelines: Timelines, n_items: int) -> sp.csr_matrix:
+    """[U, N] 1 where the user acted on the item in `timelines`."""
+    owner = np.repeat(np.arange(timelines.n_users), timelines.lengths)
+    m = sp.csr_matrix(
+        (np.ones(len(owner), np.float32), (owner, timelines.pin_row)),
+        shape=(timelines.n_users, n_items),
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def item_similarity(
+    train: Timelines, n_items: int, neighbors: int, chunk: int = 2048
+) -> sp.csr_matrix:
+    """[N, N] cosine similarity of the items' user sets in `train`, each row keeping its
+    `neighbors` largest entries (an item is not its own neighbour)."""
+    x = _user_items(train, n_items).tocsc()
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+    norms[norms == 0] = 1.0
+    xt = x.T.tocsr()
+    rows, cols, vals = [], [], []
+    for start in range(0, n_items, chunk):
+        block = (xt[start : start + chunk] @ x).toarray()  # (c, N) co-occurrence counts
+        idx = np.arange(block.shape[0])
+        block[idx, start + idx] = 0.0
+        block /= norms[start : start + chunk, None] * norms[None, :]
+        k = min(neighbors, n_items - 1)
+        top = (
+            np.argpartition(-block, k - 1, axis=1)[:, :k] if k > 0 else np.empty((len(idx), 0), int)
+        )
+        top_vals = np.take_along_axis(block, top, axis=1)
+        keep = top_vals > 0
+        rows.append(np.repeat(start + idx, keep.sum(axis=1)))
+        cols.append(top[keep])
+        vals.append(top_vals[keep])
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n_items, n_items),
+        dtype=np.float32,
+    )
+
+
+def recent_profile(history: Timelines, n_items: int, recent: int) -> sp.csr_matrix:
+    """[U, N] weight 1 on each of the user's last `recent` distinct items."""
+    owner = np.repeat(np.arange(history.n_users), history.lengths)
+    order = np.lexsort((-np.arange(len(owner)), owner))  # per user, latest first
+    seen_pairs: set[tuple[int, int]] = set()
+    taken = np.zeros(history.n_users, dtype=np.int64)
+    rows, cols = [], []
+    for r in order:
+        u, item = int(owner[r]), int(history.pin_row[r])
+        if taken[u] >= recent or (u, item) in seen_pairs:
+            continue
+        seen_pairs.add((u, item))
+        taken[u] += 1
+        rows.append(u)
+        cols.append(item)
+    return sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, cols)), shape=(history.n_users, n_items)
+    )
+
+
+def item_knn_scores(history: Timelines, similarity: sp.csr_matrix, recent: int) -> sp.csr_matrix:
+    """[U, N] similarity-weighted sum over each user's last `recent` distinct items."""
+    return (recent_profile(history, similarity.shape[0], recent) @ similarity).tocsr()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A scorer's setting chosen on the validation split, and the validation score of each."""
+
+    setting: dict[str, Any]
+    validation: dict[str, float]
+
+
+def choose(settings: Iterable[dict[str, Any]], score: Callable[[dict[str, Any]], float]) -> Choice:
+    """The setting with the highest validation score (the first on a tie)."""
+    scored = {repr(s): (s, score(s)) for s in settings}
+    best = max(scored.values(), key=lambda pair: pair[1])
+    return Choice(best[0], {k: v for k, (_, v) in scored.items()})
+
+
+def evaluate_score_rows(
+    scores: sp.csr_matrix,
+    positive_user: np.ndarray,
+    positive_pin_row: np.ndarray,
+    index_rows: np.ndarray,
+    index_topics: np.ndarray | None = None,
+    positive_index_pos: np.ndarray | None = None,
+    k: int = 10,
+    coverage_k: int = 10,
+    entropy_k: int = 50,
+    seen: Seen | None = None,
+    user_chunk: int = 256,
+) -> RetrievalMetrics:
+    """`model_core.evaluation.metrics.evaluate_retrieval` for a scorer given as a sparse [U, N]
+    score matrix over the catalogue (an absent entry scores 0).
+
+    positive_pin_row: [P] int64 catalogue row of each positive; index_rows: [N_index] sorted
+    catalogue rows; the other arguments as `evaluate_retrieval`'s. Ties count against the
+    positive, so a positive the scorer gives 0 is a hit only in an index of fewer than k pins."""
+    positive_user = np.asarray(positive_user, dtype=np.int64)
+    require_finite("scores", scores.data[:, None])
+    users, local_user = np.unique(positive_user, return_inverse=True)
+    n_index = len(index_rows)
+    if users.size == 0 or n_index == 0:
+        raise ValueError(f"need >= 1 positive and >= 1 index pin, got {users.size}, {n_index}")
+    top_k = min(n_index, max(k + 1, coverage_k, entropy_k if index_topics is not None else 0))
+    exclude = None if seen is None else seen.take(users)
+    exclude_owner = np.empty(0, np.int64) if exclude is None else exclude.owner
+    sub = scores[users][:, index_rows].tocsr()
+    top_s = np.empty((len(users), top_k), dtype=np.float32)
+    top_i = np.empty((len(users), top_k), dtype=np.int64)
+    for q0 in range(0, len(users), user_chunk):
+        dense = torch.from_numpy(sub[q0 : q0 + user_chunk].toarray().astype(np.float32))
+        if exclude is not None:
+            span = slice(exclude.offsets[q0], exclude.offsets[q0 + len(dense)])
+            dense[exclude_owner[span] - q0, exclude.rows[span]] = -torch.inf
+        s, i = torch.topk(dense, top_k, dim=1)
+        top_s[q0 : q0 + len(dense)], top_i[q0 : q0 + len(dense)] = s.numpy(), i.numpy()
+    pos_s = np.asarray(scores[positive_user, positive_pin_row]).ravel()
+    per_user = recall_at_k(local_user.reshape(-1), pos_s, top_s, k, top_i, positive_index_pos)
+    entropy = math.nan
+    if index_topics is not None:
+        entropy = interest_entropy(top_i[:, :entropy_k], index_topics)
+    return RetrievalMetrics(
+        recall_at_k=float(per_user.mean()),
+        p90_coverage_at_k=p90_coverage(top_i[:, :coverage_k], n_index),
+        interest_entropy_at_k=entropy,
+        per_user_recall=per_user,
+        n_users=int(users.size),
+        n_positives=int(positive_user.size),
+        index_size=int(n_index),
+        k=k,
+        coverage_k=coverage_k,
+        entropy_k=entropy_k,
+    )
