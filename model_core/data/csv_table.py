@@ -94,11 +94,7 @@ def read_table(
     surface; when None, every action is positive.
     """
     file = Path(path)
-    if fmt is None:
-        suffixes = {p.suffix for p in file.iterdir()} if file.is_dir() else {file.suffix}
-        fmt = "parquet" if ".parquet" in suffixes else "csv" if ".csv" in suffixes else None
-        if fmt is None:
-            raise ValueError(f"cannot tell the format of {file}: expected .csv or .parquet")
+    fmt = fmt or _format_of(file)
     raw = _read_frame(file, fmt)
     wanted = {"user": user, "item": item, "time": time}
     wanted |= {
@@ -127,16 +123,7 @@ def read_table(
             "duration_s": optional(duration, pl.Float64, 0.0),
         }
     )
-    complete = frame.drop_nulls(["user_id", "pin_id", "ts", "action_type", "surface"])
-    bad_duration = (
-        pl.col("duration_s").is_null()
-        | ~pl.col("duration_s").is_finite()
-        | (pl.col("duration_s") < 0)
-    )
-    n_bad_duration = complete.filter(bad_duration).height
-    complete = complete.with_columns(
-        duration_s=pl.when(bad_duration).then(0.0).otherwise(pl.col("duration_s"))
-    )
+    complete, n_bad_duration = _clean(frame)
     types = tuple(sorted(complete["action_type"].unique().to_list()))
     surfaces = tuple(sorted(complete["surface"].unique().to_list()))
     if positive_types is not None:
@@ -155,3 +142,28 @@ def read_table(
     }
     items = complete.select("pin_id").unique()
     return _finish(complete, items, f"{fmt}:{file.name}", types, surfaces, rule, notes)
+
+
+def _format_of(file: Path) -> Literal["csv", "parquet"]:
+    """The table format from the file's suffix (a directory: its files' suffixes)."""
+    suffixes = {p.suffix for p in file.iterdir()} if file.is_dir() else {file.suffix}
+    if ".parquet" in suffixes:
+        return "parquet"
+    if ".csv" in suffixes:
+        return "csv"
+    raise ValueError(f"cannot tell the format of {file}: expected .csv or .parquet")
+
+
+def _clean(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Rows without a null id, time, action type or surface; null, NaN, infinite or negative
+    durations set to 0.0 (and how many were)."""
+    complete = frame.drop_nulls(["user_id", "pin_id", "ts", "action_type", "surface"])
+    bad = (
+        pl.col("duration_s").is_null()
+        | ~pl.col("duration_s").is_finite()
+        | (pl.col("duration_s") < 0)
+    )
+    n_bad = complete.filter(bad).height
+    return complete.with_columns(
+        duration_s=pl.when(bad).then(0.0).otherwise(pl.col("duration_s"))
+    ), n_bad

@@ -78,18 +78,8 @@ def pinnersage_metrics(
     cfg = cfg or PinnerSageConfig()
     positive_user = np.asarray(positive_user, dtype=np.int64)
     positive_pin_row = np.asarray(positive_pin_row, dtype=np.int64)
-    if positive_user.shape != positive_pin_row.shape or positive_user.ndim != 1:
-        raise ValueError(
-            f"positive_user and positive_pin_row must both be [P], got {positive_user.shape}, "
-            f"{positive_pin_row.shape}"
-        )
-    users, local = np.unique(positive_user, return_inverse=True)
-    local = local.reshape(-1)
+    users, local = _evaluated_users(history, positive_user, positive_pin_row, index_rows)
     n_index = len(index_rows)
-    if users.size == 0 or n_index == 0:
-        raise ValueError(f"need >= 1 positive and >= 1 index pin, got {users.size}, {n_index}")
-    if users[0] < 0 or users[-1] >= history.n_users:
-        raise ValueError(f"positive_user must index history's users [0, {history.n_users})")
     vectors, valid = user_clusters(history, catalog, cfg)
     vectors, valid = vectors[users], valid[users]  # (Ue, C, D), (Ue, C)
     n_valid = valid.sum(axis=1)
@@ -135,18 +125,27 @@ def pinnersage_metrics(
     for name, hit in (("pinnersage_oracle", oracle_hit), ("pinnersage_round_robin", rr_hit)):
         per_user = _per_user(local, hit, n_eval)
         out[name] = RetrievalMetrics(
-            recall_at_k=float(per_user.mean()),
-            p90_coverage_at_k=coverage,
-            interest_entropy_at_k=entropy,
-            per_user_recall=per_user,
-            n_users=int(n_eval),
-            n_positives=int(positive_user.size),
-            index_size=int(n_index),
-            k=k,
-            coverage_k=coverage_k,
-            entropy_k=entropy_k,
-        )
+            float(per_user.mean()), coverage, entropy, per_user, int(n_eval),
+            int(positive_user.size), int(n_index), k, coverage_k, entropy_k,
+        )  # fmt: skip
     return out
+
+
+def _evaluated_users(
+    history: Timelines, positive_user: np.ndarray, positive_pin_row: np.ndarray, index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The users with a positive ([Ue] rows of history) and each positive's local user [P]."""
+    if positive_user.shape != positive_pin_row.shape or positive_user.ndim != 1:
+        raise ValueError(
+            f"positive_user and positive_pin_row must both be [P], got {positive_user.shape}, "
+            f"{positive_pin_row.shape}"
+        )
+    users, local = np.unique(positive_user, return_inverse=True)
+    if users.size == 0 or len(index) == 0:
+        raise ValueError(f"need >= 1 positive and >= 1 index pin, got {users.size}, {len(index)}")
+    if users[0] < 0 or users[-1] >= history.n_users:
+        raise ValueError(f"positive_user must index history's users [0, {history.n_users})")
+    return users, local.reshape(-1)
 
 
 def pinnersage_loo(

@@ -176,6 +176,43 @@ def _repeat_new(r: dict[str, Any]) -> str:
     return " / ".join(parts)
 
 
+def _recipe_text(res: dict[str, Any]) -> str:
+    """What a section's files ran: split time, item representation, negatives, code."""
+    split = f", split t = {res['split']}" if res.get("split") else ""
+    if res.get("item_engagement"):
+        split += f"; item co-engagement vectors from `{res['item_engagement']}` actions"
+    ids = res.get("item_ids", "none")
+    split += (
+        "; items: the paper's content-only tower"
+        if ids == "none"
+        else f"; items: content + learned ids (`{ids}`, beyond the paper)"
+    )
+    if ids != "none" and res.get("item_tokens") == "auto":
+        split += " and learned metadata-token vectors where the log has metadata"
+    if ids != "none" and res.get("item_tokens") == "validated":
+        split += (
+            " and learned metadata-token vectors where the log has metadata and they win on"
+            " the validation split"
+        )
+    if ids != "none" and res.get("item_graph") == "auto":
+        split += " and a co-engagement graph layer over the ids (`--item-graph auto`)"
+    if ids != "none" and res.get("latest_pin") == "auto":
+        split += "; user embedding + a learned share of the latest pin's (`--latest-pin auto`)"
+    if res.get("ema_epochs"):
+        split += f"; weights averaged over ~{res['ema_epochs']:g} epochs (`--ema-epochs`)"
+    split += (
+        "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
+        if res.get("negatives") == "catalog"
+        else "; negatives: the paper's mixed sampled pool with logQ"
+    )
+    if res.get("remove_seen"):
+        split += "; each user's already-engaged pins removed from their ranking"
+    codes = sorted({r["code"] for r in res["rows"] if r.get("code")})
+    if codes:
+        split += f"; code: {', '.join(codes)}"
+    return split
+
+
 def _paired_table(rows: list[dict[str, Any]]) -> list[str]:
     """Each PinnerFormer row's NDCG@10 divided by each reference SASRec's, on the same users,
     with a paired bootstrap interval; empty when the rows carry no per-user ranks."""
@@ -215,38 +252,7 @@ def render(results: list[dict[str, Any]], commands: list[str], headline: list[st
         *headline,
     ]
     for res in results:
-        split = f", split t = {res['split']}" if res.get("split") else ""
-        if res.get("item_engagement"):
-            split += f"; item co-engagement vectors from `{res['item_engagement']}` actions"
-        ids = res.get("item_ids", "none")
-        split += (
-            "; items: the paper's content-only tower"
-            if ids == "none"
-            else f"; items: content + learned ids (`{ids}`, beyond the paper)"
-        )
-        if ids != "none" and res.get("item_tokens") == "auto":
-            split += " and learned metadata-token vectors where the log has metadata"
-        if ids != "none" and res.get("item_tokens") == "validated":
-            split += (
-                " and learned metadata-token vectors where the log has metadata and they win on"
-                " the validation split"
-            )
-        if ids != "none" and res.get("item_graph") == "auto":
-            split += " and a co-engagement graph layer over the ids (`--item-graph auto`)"
-        if ids != "none" and res.get("latest_pin") == "auto":
-            split += "; user embedding + a learned share of the latest pin's (`--latest-pin auto`)"
-        if res.get("ema_epochs"):
-            split += f"; weights averaged over ~{res['ema_epochs']:g} epochs (`--ema-epochs`)"
-        split += (
-            "; negatives: the whole catalogue (the exact softmax, beyond the paper)"
-            if res.get("negatives") == "catalog"
-            else "; negatives: the paper's mixed sampled pool with logQ"
-        )
-        if res.get("remove_seen"):
-            split += "; each user's already-engaged pins removed from their ranking"
-        codes = sorted({r["code"] for r in res["rows"] if r.get("code")})
-        if codes:
-            split += f"; code: {', '.join(codes)}"
+        split = _recipe_text(res)
         lines += [
             "",
             f"## {res['dataset']} — protocol `{res['protocol']}`",

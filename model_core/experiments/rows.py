@@ -17,6 +17,7 @@ same users every seed), and the training statistics (`stats`) of its fits:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +56,29 @@ from model_core.training.sampler import SamplerConfig
 from model_core.training.validation import Split
 
 Fit = Callable[[Variant, RecipeConfig], tuple[Any, dict[str, Any]]]
+log = logging.getLogger(__name__)
+
+
+def _report(row: dict[str, Any]) -> dict[str, Any]:
+    """Log a row's test figures as soon as it is scored; returns it."""
+    if "ndcg_at_10" in row:
+        lo, hi = row["ndcg_at_10_ci"]
+        split = ""
+        if row.get("repeat_users") is not None:
+            repeat, new = row["ndcg_at_10_repeat"] or 0.0, row["ndcg_at_10_new"] or 0.0
+            split = (
+                f"; repeat targets {repeat:.4f} ({row['repeat_users']} users), "
+                f"new {new:.4f} ({row['new_users']})"
+            )
+        figures = f"NDCG@10 {row['ndcg_at_10']:.4f} [{lo:.3f}, {hi:.3f}]{split}"
+    else:
+        lo, hi = row["recall_at_10_ci"]
+        figures = f"Recall@10 {row['recall_at_10']:.4f} [{lo:.3f}, {hi:.3f}]"
+    on = f" on {row['scored_on']}" if row.get("scored_on") else ""
+    log.info(
+        "test %s/%s%s: %s, %d users", row["table"], row["variant"], on, figures, row["eval_users"]
+    )
+    return row
 
 
 def _score(table: str, model: Any, es: EvalSet, data: Data) -> dict[str | None, RetrievalMetrics]:
@@ -181,7 +205,7 @@ def _paper_row(
     }
     if scored_on is not None:
         row["scored_on"] = scored_on
-    return row
+    return _report(row)
 
 
 def loo_rows(
@@ -326,4 +350,4 @@ def _loo_row(
         row[f"ndcg_at_10_{part}"] = float(ndcg[users].mean()) if users.any() else None
         row[f"ndcg_at_10_{part}_ci"] = list(bootstrap_ci(ndcg[users])) if users.any() else None
         row[f"{part}_users"] = int(users.sum())
-    return row
+    return _report(row)

@@ -274,7 +274,10 @@ def train(
         if is_rank0() and (step % cfg.log_every == 0 or step == n_steps):
             row = _log_row(step, spe, out, lr, grad_norm, seqs / elapsed)
             result.history.append(row)
-            _log_line(row, n_steps, eta=(last - step) * elapsed / max(1, step - start))
+            eta = (last - step) * elapsed / max(1, step - start)
+            if deadline is not None:  # a capped run ends at its deadline at the latest
+                eta = min(eta, max(0.0, deadline - time.monotonic()))
+            _log_line(row, n_steps, eta)
         # Under DDP rank 0's clock decides for every rank: a rank that stopped alone would leave
         # the others waiting in the next gradient all-reduce.
         out_of_time = deadline is not None and bool(

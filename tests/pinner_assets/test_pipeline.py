@@ -147,7 +147,7 @@ def test_evaluation_report_waits_for_its_labels_and_records_versions(
     for block in (metrics["pinnerformer"], *metrics["baselines"].values()):
         assert set(block) == {"recall_at_10", "p90_coverage_at_10", "interest_entropy_at_50"}
         assert 0 <= block["recall_at_10"] <= 1
-    assert set(metrics["baselines"]) == {"popularity", "recent_mean"}
+    assert set(metrics["baselines"]) == {"popularity", "recent_mean", "history", "item_knn"}
     assert (data_dir / "reports" / day(5) / "report.html").stat().st_size > 0
     curve = metrics["pinnerformer_recall_at_k"]  # recall vs k, one retrieval
     assert list(curve) == ["1", "5", "10", "20", "50", "100"]

@@ -19,9 +19,16 @@ import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 from dagster_duckdb import DuckDBResource
 
-from model_core.data.timelines import PinCatalog, PositiveRule
+from model_core.data.timelines import PinCatalog, PositiveRule, Timelines
+from model_core.evaluation.history_scorers import (
+    evaluate_score_rows,
+    history_scores,
+    item_knn_scores,
+    item_similarity,
+)
 from model_core.evaluation.index import index_positions, random_index
 from model_core.evaluation.metrics import (
     evaluate_retrieval,
@@ -157,6 +164,8 @@ def score_day(
         history, catalog, max_len
     )
     baselines = baseline_metrics(recent, pos_user, rows, index, catalog, popularity)
+    for name, scores in history_baselines(con, history, held, catalog, vocab, rule).items():
+        baselines[name] = evaluate_score_rows(scores, pos_user, rows, index, topics, in_index)
 
     def keys(m: object) -> dict[str, float]:
         d = m.as_dict()  # type: ignore[attr-defined]
@@ -170,6 +179,43 @@ def score_day(
         "pinnerformer": keys(pf),
         "pinnerformer_recall_at_k": curve,
         "baselines": {name: keys(m) for name, m in baselines.items()},
+    }
+
+
+# The history scorers' settings in the daily report (the experiments choose them on a validation
+# split; a daily report has none): the user's own items by frequency, and co-occurrence
+# neighbours of their last 5 distinct items.
+KNN_NEIGHBORS, KNN_RECENT = 100, 5
+
+
+def history_baselines(
+    con: duckdb.DuckDBPyConnection,
+    history: Timelines,
+    held: pl.DataFrame,
+    catalog: PinCatalog,
+    vocab: FeatureConfig,
+    rule: PositiveRule,
+) -> dict[str, sp.csr_matrix]:
+    """`history` and `item_knn` scores ([held users, N]) from the users' last actions; item
+    co-occurrence from the training timelines, exactly what the model trained on."""
+    training = to_timelines(
+        con.execute("SELECT * FROM training_timelines ORDER BY user_id").pl(), catalog, vocab, rule
+    )
+    similarity = item_similarity(training, len(catalog), KNN_NEIGHBORS)
+    # history may lack a held user: rows in held's order, empty for the missing ones
+    place = sp.csr_matrix(
+        (
+            np.ones(history.n_users, np.float32),
+            (
+                np.searchsorted(held["user_id"].to_numpy(), history.user_ids),
+                np.arange(history.n_users),
+            ),
+        ),
+        shape=(held.height, history.n_users),
+    )
+    return {
+        "history": (place @ history_scores(history, len(catalog))).tocsr(),
+        "item_knn": (place @ item_knn_scores(history, similarity, KNN_RECENT)).tocsr(),
     }
 
 
