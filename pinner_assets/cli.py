@@ -122,6 +122,7 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 def experiment(args: argparse.Namespace) -> None:
     from model_core.experiments.runner import Budget, run, write
 
+    code = code_version()  # the code that runs: read before a long run, not after it
     columns = {}
     if args.source in ("csv", "parquet"):
         columns = {
@@ -180,7 +181,7 @@ def experiment(args: argparse.Namespace) -> None:
         f"{' --remove-seen' if args.remove_seen else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
-    result["code"] = code_version()
+    result["code"] = code
     write(result, Path(args.out))
     print(f"wrote {args.out}: {len(result['rows'])} rows")
 

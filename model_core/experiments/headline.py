@@ -38,6 +38,12 @@ def _ratio(a: dict[str, Any], b: dict[str, Any] | None) -> str:
     return f"{ratio:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
+def _ref_label(ref: dict[str, Any] | None) -> str:
+    if ref is None:
+        return "—"
+    return ref["variant"] + ("" if is_default_recipe(ref) else " (original recipe)")
+
+
 def _best(rows: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
     rows = [r for r in rows if metric in r]
     return max(rows, key=lambda r: r[metric]) if rows else None
@@ -72,7 +78,7 @@ def headline_lines(results: list[dict[str, Any]]) -> list[str]:
                 f"| {res['dataset']} | {protocol} ({METRIC_NAME[protocol]}) | "
                 f"{ours['variant']}{older}: **{_value(ours, metric)}** | "
                 f"{base['variant'] if base else '—'}: {_value(base, metric)} | "
-                f"{ref['variant'] if ref else '—'}: {_value(ref, metric)} | "
+                f"{_ref_label(ref)}: {_value(ref, metric)} | "
                 f"{_ratio(ours, ref)} | {_ratio(ours, base)} | {', '.join(codes) or '—'} |"
             )
     return lines

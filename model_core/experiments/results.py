@@ -131,14 +131,22 @@ def _label(row: dict[str, Any]) -> str:
     notes = [] if row.get("windows") in (None, "random") else [f"{row['windows']} windows"]
     notes += ["tokens chosen on validation"] if row.get("token_choice") else []
     notes += ["bf16"] if row.get("bf16") else []
-    notes += [] if is_default_recipe(row) else ["older recipe: no latest pin, no weight average"]
+    if not is_default_recipe(row):
+        notes += [
+            "original recipe: constant lr, no weight average"
+            if row.get("table") == "peers"
+            else "older recipe: no latest pin, no weight average"
+        ]
     return f"{label} ({', '.join(notes)})" if notes else label
 
 
 def is_default_recipe(row: dict[str, Any]) -> bool:
-    """A PinnerFormer row made with today's default recipe: the latest-pin term and the weight
-    average on (rows before them carry neither flag). References and baselines: always."""
-    if row.get("table") in ("peers", "baselines", "upper_bounds") or "epochs" not in row:
+    """A row made with today's default recipe: PinnerFormer with the latest-pin term and the
+    weight average (rows before them carry neither flag); a reference SASRec with
+    PinnerFormer's training affordances (schedule, weight average). Baselines: always."""
+    if row.get("table") == "peers":
+        return bool(row.get("affordances"))
+    if row.get("table") in ("baselines", "upper_bounds") or "epochs" not in row:
         return True
     return row.get("latest_pin") == "auto" and bool(row.get("ema_epochs"))
 
@@ -351,5 +359,6 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (
         row["table"], row["variant"], row.get("scored_on"), row.get("windows"),
         bool(row.get("item_tokens")), bool(row.get("bf16")), bool(row.get("token_choice")),
-        bool(row.get("item_neighbors")), *(row.get(k) for k in ROW_RECIPE),
+        bool(row.get("item_neighbors")), bool(row.get("affordances")),
+        *(row.get(k) for k in ROW_RECIPE),
     )  # fmt: skip

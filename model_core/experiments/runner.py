@@ -59,7 +59,7 @@ from model_core.experiments.rows import (
     paper_rows,
 )
 from model_core.experiments.tables import PAPER_ONLY, TABLES, Variant, with_labels
-from model_core.model.sasrec import SASRecConfig, fit_sasrec
+from model_core.model.sasrec import SASRecConfig
 from model_core.training.config import TrainConfig, amp_dtype
 from model_core.training.loss import LossConfig
 from model_core.training.recipe import (
@@ -69,6 +69,7 @@ from model_core.training.recipe import (
     fit,
     training_timelines,
 )
+from model_core.training.reference import fit_sasrec
 from model_core.training.sampler import SamplerConfig
 from model_core.training.validation import Split, leave_one_out_split, paper_split
 
@@ -165,11 +166,13 @@ def base_recipe(
 
 
 def sasrec_config(
-    data: Data, loss: Literal["bce", "ce"], seed: int, budget: Budget
+    data: Data, loss: Literal["bce", "ce"], seed: int, budget: Budget, ema_epochs: float
 ) -> SASRecConfig:
     """The reference recipe: max length 200 on MovieLens (long histories), 50 elsewhere. Its
     epoch is one sequence per user, a quarter or less of a PinnerFormer epoch (up to 8 windows
-    per user), so it may run 4x as many epochs and wait 4x as many for an improvement."""
+    per user), so it may run 4x as many epochs and wait 4x as many for an improvement. It gets
+    PinnerFormer's training affordances: the same learning-rate schedule fitted to the same
+    cap, and the same moving average of the weights (`ema_epochs`, PinnerFormer's)."""
     return SASRecConfig(
         loss=loss,
         max_len=200 if data.name.startswith("movielens") else 50,
@@ -177,6 +180,8 @@ def sasrec_config(
         max_epochs=ONE_PASS_EPOCHS * budget.max_epochs,
         patience=ONE_PASS_EPOCHS * budget.patience,
         max_minutes=budget.max_minutes,
+        affordances=True,
+        ema_epochs=ema_epochs,
     )
 
 
@@ -225,7 +230,9 @@ class FitCache:
         tl = with_labels(self.split.train, self.data, variant.label_action)
         model: Any
         if variant.peer is not None:
-            cfg = sasrec_config(self.data, variant.peer, recipe.train.seed, self.budget)
+            cfg = sasrec_config(
+                self.data, variant.peer, recipe.train.seed, self.budget, recipe.train.ema_epochs
+            )
             model, res = fit_sasrec(tl, self.data.catalog, cfg, self.split.validate)
             stats: dict[str, Any] = {
                 "train_seconds": res.seconds,
@@ -234,6 +241,8 @@ class FitCache:
                 "validation": res.best_score,
                 "stop_reason": res.stop_reason,
                 "sequences_per_s": res.sequences_per_s,
+                # the training affordances PinnerFormer gets (schedule, weight average)
+                "affordances": cfg.affordances,
             }
         else:
             if recipe.sampler.windows == "tiled":

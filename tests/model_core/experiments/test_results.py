@@ -78,7 +78,10 @@ def test_headline_pairs_pinnerformer_with_its_files_baseline_and_the_stronger_re
         code="abc1234",
     )
     refs = _file(
-        [_row("peers", "sasrec_ce", 0.25, [0, 20, 0, 20]), _row("peers", "sasrec_reference", 0.1)],
+        [
+            _row("peers", "sasrec_ce", 0.25, [0, 20, 0, 20]) | {"affordances": True},
+            _row("peers", "sasrec_reference", 0.1),
+        ],
         code="def5678",
     )
     (line,) = headline_lines([ours, refs])[2:]
@@ -89,3 +92,7 @@ def test_headline_pairs_pinnerformer_with_its_files_baseline_and_the_stronger_re
     assert cells[5].startswith("2.00 [")  # 4 hits over 2, on the same users
     assert cells[6].startswith("4.00 [")
     assert cells[7] == "abc1234, def5678"
+    # a reference trained without PinnerFormer's affordances says so
+    refs["rows"][0].pop("affordances")
+    (line,) = headline_lines([ours, refs])[2:]
+    assert "sasrec_ce (original recipe): 0.2500" in line
