@@ -36,13 +36,22 @@ SNIPPET = r"""
 import dataclasses, json, sys, time
 import polars as pl, torch
 torch.set_num_threads(int(sys.argv[3]))
-from model_core.data import synthetic
-from model_core.features.actions import FeatureConfig
-from model_core.model.pinnerformer import ModelConfig
-from model_core.training.recipe import RecipeConfig, fit
-from model_core.training.sampler import SamplerConfig
-from model_core.data.timelines import PinCatalog, Timelines
-from model_core.training.config import TrainConfig
+try:  # the stage subpackages
+    from model_core.data import synthetic
+    from model_core.features.actions import FeatureConfig
+    from model_core.model.pinnerformer import ModelConfig
+    from model_core.training.recipe import RecipeConfig, fit
+    from model_core.training.sampler import SamplerConfig, SequenceSampler
+    from model_core.data.timelines import PinCatalog, Timelines
+    from model_core.training.config import TrainConfig
+except ImportError:  # the flat layout before them
+    from model_core import synthetic
+    from model_core.features import FeatureConfig
+    from model_core.model import ModelConfig
+    from model_core.recipe import RecipeConfig, fit
+    from model_core.sampler import SamplerConfig, SequenceSampler
+    from model_core.timelines import PinCatalog, Timelines
+    from model_core.trainer import TrainConfig
 objective, steps, amp = sys.argv[1], int(sys.argv[2]), sys.argv[4]
 world = synthetic.WorldConfig.tiny() if sys.argv[5] == "quick" else synthetic.WorldConfig()
 days = world.dates[:28]
@@ -66,7 +75,6 @@ fitted = fit(tl, catalog, cfg)
 flops = None
 try:
     from torch.utils.flop_counter import FlopCounterMode
-    from model_core.training.sampler import SequenceSampler
     sampler = SequenceSampler(tl, catalog, cfg.sampler)
     b = sampler.batch(0, 128)
     n = len(b.pin_row)
@@ -116,6 +124,7 @@ def main() -> None:
     parser.add_argument(
         "--warmup", type=int, default=10, help="untimed steps (other batches) before the timing"
     )
+    parser.add_argument("--before", default=BASELINE_COMMIT, help="the commit 'before' is timed at")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     steps = 10 if args.quick else 40
@@ -124,7 +133,7 @@ def main() -> None:
     print(f"# {args.threads} thread(s); 1024² matmul: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f}")
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
-            ["git", "archive", BASELINE_COMMIT, "model_core"], cwd=ROOT, capture_output=True
+            ["git", "archive", args.before, "model_core"], cwd=ROOT, capture_output=True
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         runs = (
@@ -134,7 +143,7 @@ def main() -> None:
         )
         print(
             f"\n## training step, B=128 M=64 H=64 L=2, {steps} steps after {args.warmup} "
-            f"warm-up steps, median of {args.rounds} rounds (before = {BASELINE_COMMIT})"
+            f"warm-up steps, median of {args.rounds} rounds (before = {args.before})"
         )
         print(f"{'objective':<18}{'run':<12}{'seq/s':>8}{'x before':>10}{'GFLOP/s':>10}")
         for objective in ("dense_all_action", "sasrec"):

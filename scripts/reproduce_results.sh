@@ -7,8 +7,9 @@
 # variant and seed; each file records where its runs stopped and why. The files under
 # results/archive/ (earlier recipes and probes) are not rerun: results/INDEX.md lists the command
 # of each.
-#   stream 1: MovieLens latest-small and the Taobao sample, leave-one-out (the default
-#             PinnerFormer, then the reference SASRecs), then the paper protocol on Taobao;
+#   stream 1: MovieLens latest-small, leave-one-out (the default PinnerFormer, then the
+#             reference SASRecs); the Taobao sample, leave-one-out (PinnerFormer and the
+#             cross-entropy SASRec in one file) and the paper protocol;
 #   stream 2: Amazon Sports, leave-one-out (PinnerFormer; the cross-entropy SASRec; the BCE
 #             SASRec, far behind it there, with one seed), then its paper protocol.
 # The *_latest runs ask for bf16 autocast on the CPU (`--amp on`) as they were recorded; on a CPU
@@ -35,10 +36,17 @@ timed() {
   echo "[$((SECONDS - start)) s] $*"
 }
 
-latest() {  # the default recipe, as the *_latest files record it
+DEFAULT=(--item-ids auto --item-tokens validated --item-graph auto --latest-pin auto
+  --ema-epochs 1.8 --amp "$AMP" --item-engagement all --negatives auto --windows auto)
+
+latest() {  # leave-one-out, the default recipe (a later --tables replaces "objectives")
   timed $PINNER experiment --protocol leave_one_out --tables objectives --seeds 0,1,2 \
-    --item-ids auto --item-tokens validated --item-graph auto --latest-pin auto --ema-epochs 1.8 \
-    --amp "$AMP" --item-engagement all --negatives auto --windows auto "$@"
+    "${DEFAULT[@]}" "$@"
+}
+
+paper() {  # the paper's 14-day protocol, both objectives, the default recipe, 3 minutes a seed
+  timed $PINNER experiment --protocol paper --tables objectives \
+    --variants dense_all_action,sasrec --seeds 0,1,2 --max-minutes 3 "${DEFAULT[@]}" "$@"
 }
 
 stream1() {
@@ -50,15 +58,9 @@ stream1() {
   timed $PINNER experiment --source movielens --path "$ML" --protocol leave_one_out \
     --tables peers --variants sasrec_reference --seeds 0,1,2 --max-minutes 12 --patience 10 \
     --out $OUT/movielens_loo_bce.json
-  latest --source taobao --path "$TB" --variants dense_all_action --max-minutes 4 \
-    --out $OUT/taobao_loo_latest.json
-  timed $PINNER experiment --source taobao --path "$TB" --protocol leave_one_out \
-    --tables objectives,peers --variants dense_all_action,sasrec_reference,sasrec_ce \
-    --item-tokens none --latest-pin none --ema-epochs 0 --item-graph none --seeds 0,1,2 \
-    --max-minutes 4 --out $OUT/taobao_loo.json
-  timed $PINNER experiment --source taobao --path "$TB" --protocol paper --tables objectives \
-    --variants dense_all_action_k28,sasrec --item-tokens none --latest-pin none --ema-epochs 0 \
-    --item-graph none --seeds 0,1,2 --max-minutes 3 --out $OUT/taobao_paper.json
+  latest --source taobao --path "$TB" --tables objectives,peers \
+    --variants dense_all_action,sasrec_ce --max-minutes 4 --out $OUT/taobao_loo.json
+  paper --source taobao --path "$TB" --out $OUT/taobao_paper.json
 }
 
 stream2() {
@@ -70,9 +72,7 @@ stream2() {
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables peers --variants sasrec_reference --seeds 0 --max-minutes 6 \
     --out $OUT/amazon_loo_bce.json
-  timed $PINNER experiment --source amazon --path "$AZ" --protocol paper --tables objectives \
-    --variants dense_all_action_k28,sasrec --item-tokens none --latest-pin none --ema-epochs 0 \
-    --item-graph none --remove-seen --seeds 0,1,2 --max-minutes 3 --out $OUT/amazon_paper.json
+  paper --source amazon --path "$AZ" --remove-seen --out $OUT/amazon_paper.json
 }
 
 begin=$SECONDS
