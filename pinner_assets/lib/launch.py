@@ -194,6 +194,12 @@ class TempFileLineMessageReader(dg.PipesMessageReader):
     def no_messages_debug_text(self) -> str:
         return "Attempted to read messages from a local temporary file."
 
+    @property
+    def expected_writer_count(self) -> int:
+        """One writer: rank 0 reports (the base class's answer too, but its property is marked
+        preview and warns on every launch)."""
+        return 1
+
 
 def _subprocess_env(nproc: int) -> dict[str, str]:
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc))
