@@ -17,7 +17,6 @@ split like every model's (`choose`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +26,7 @@ import scipy.sparse as sp
 import torch
 
 from model_core.data.timelines import Timelines
-from model_core.evaluation.metrics import (
-    RetrievalMetrics,
-    interest_entropy,
-    p90_coverage,
-    recall_at_k,
-    require_finite,
-)
+from model_core.evaluation.metrics import RetrievalMetrics, from_top, recall_at_k, require_finite
 from model_core.evaluation.seen import Seen
 
 # Frequency counts in whole units; recency breaks ties inside (0, 1).
@@ -183,18 +176,6 @@ def evaluate_score_rows(
         top_s[q0 : q0 + len(dense)], top_i[q0 : q0 + len(dense)] = s.numpy(), i.numpy()
     pos_s = np.asarray(scores[positive_user, positive_pin_row]).ravel()
     per_user = recall_at_k(local_user.reshape(-1), pos_s, top_s, k, top_i, positive_index_pos)
-    entropy = math.nan
-    if index_topics is not None:
-        entropy = interest_entropy(top_i[:, :entropy_k], index_topics)
-    return RetrievalMetrics(
-        recall_at_k=float(per_user.mean()),
-        p90_coverage_at_k=p90_coverage(top_i[:, :coverage_k], n_index),
-        interest_entropy_at_k=entropy,
-        per_user_recall=per_user,
-        n_users=int(users.size),
-        n_positives=int(positive_user.size),
-        index_size=int(n_index),
-        k=k,
-        coverage_k=coverage_k,
-        entropy_k=entropy_k,
+    return from_top(
+        per_user, top_i, n_index, index_topics, int(positive_user.size), k, coverage_k, entropy_k
     )

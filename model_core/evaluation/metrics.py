@@ -274,6 +274,34 @@ def hit_rate_and_ndcg_at_k(ranks: np.ndarray, k: int = 10) -> tuple[float, float
     return float(hit.mean()), float(ndcg.mean())
 
 
+def from_top(
+    per_user: np.ndarray,
+    top_i: np.ndarray,
+    n_index: int,
+    index_topics: np.ndarray | None,
+    n_positives: int,
+    k: int,
+    coverage_k: int,
+    entropy_k: int,
+) -> RetrievalMetrics:
+    """The metrics from the per-user recall ([U]) and each user's top index positions ([U, K])."""
+    entropy = math.nan
+    if index_topics is not None:
+        entropy = interest_entropy(top_i[:, :entropy_k], index_topics)
+    return RetrievalMetrics(
+        recall_at_k=float(per_user.mean()),
+        p90_coverage_at_k=p90_coverage(top_i[:, :coverage_k], n_index),
+        interest_entropy_at_k=entropy,
+        per_user_recall=per_user,
+        n_users=len(per_user),
+        n_positives=n_positives,
+        index_size=int(n_index),
+        k=k,
+        coverage_k=coverage_k,
+        entropy_k=entropy_k,
+    )
+
+
 def require_finite(name: str, vectors: np.ndarray) -> None:
     """Raise when `vectors` ([R, D]) hold a NaN or an infinity: a non-finite score compares
     false with everything, so its item would rank first and count as a hit."""
@@ -344,19 +372,6 @@ def evaluate_retrieval(
     )
     pos_s = positive_scores(user_vecs, positive_user, positive_vecs, device=device)
     per_user = recall_at_k(local_user, pos_s, top_s, k, top_i, positive_index_pos)
-
-    entropy = math.nan
-    if index_topics is not None:
-        entropy = interest_entropy(top_i[:, :entropy_k], index_topics)
-    return RetrievalMetrics(
-        recall_at_k=float(per_user.mean()),
-        p90_coverage_at_k=p90_coverage(top_i[:, :coverage_k], n_index),
-        interest_entropy_at_k=entropy,
-        per_user_recall=per_user,
-        n_users=int(users.size),
-        n_positives=int(positive_user.size),
-        index_size=int(n_index),
-        k=k,
-        coverage_k=coverage_k,
-        entropy_k=entropy_k,
+    return from_top(
+        per_user, top_i, n_index, index_topics, int(positive_user.size), k, coverage_k, entropy_k
     )
