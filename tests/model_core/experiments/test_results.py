@@ -62,8 +62,8 @@ def test_target_reading_scorers_are_upper_bounds_never_baselines() -> None:
     merged = merge([_file(baselines)])
     tables = {r["variant"]: r["table"] for r in merged[0]["rows"]}
     assert tables == {"recent_mean": "baselines", "pinnersage_oracle": "upper_bounds"}
-    (line,) = headline_lines([_file([*baselines, _row("objectives", "sasrec", 0.05)])])[2:]
-    assert "recent_mean: 0.0200" in line
+    line = headline_lines([_file([*baselines, _row("objectives", "sasrec", 0.05)])])[2]
+    assert "recent_mean ¹: 0.0200" in line
     assert "oracle" not in line
 
 
@@ -84,15 +84,16 @@ def test_headline_pairs_pinnerformer_with_its_files_baseline_and_the_stronger_re
         ],
         code="def5678",
     )
-    (line,) = headline_lines([ours, refs])[2:]
+    line, _, footnote = headline_lines([ours, refs])[2:]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == "sasrec: **0.5000 [0.250, 0.750]**"
-    assert cells[3].startswith("popularity: 0.0100")
+    assert cells[3].startswith("popularity ¹: 0.0100")  # a file without history / item_knn
+    assert footnote.startswith("¹ this file predates the `history` and `item_knn` baselines")
     assert cells[4].startswith("sasrec_ce: 0.2500")  # the stronger reference
     assert cells[5].startswith("2.00 [")  # 4 hits over 2, on the same users
     assert cells[6].startswith("4.00 [")
     assert cells[7] == "abc1234, def5678"
     # a reference trained without PinnerFormer's affordances says so
     refs["rows"][0].pop("affordances")
-    (line,) = headline_lines([ours, refs])[2:]
+    line = headline_lines([ours, refs])[2]
     assert "sasrec_ce (original recipe): 0.2500" in line
