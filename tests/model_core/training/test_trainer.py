@@ -280,7 +280,7 @@ def test_catalog_negatives_training_lowers_held_out_loss(
 def test_the_training_job_holds_users_out_for_early_stopping(
     tiny_timelines: Timelines, tiny_catalog: PinCatalog
 ) -> None:
-    """train_entry's split: with a validation fraction the held-out users leave the training
+    """The worker's split: with a validation fraction the held-out users leave the training
     timelines and a Recall@10 scores them; at 0, or with too few users to score, every user
     trains and nothing is scored."""
     from model_core.training.worker import held_out
