@@ -100,19 +100,15 @@ def recent_profile(history: Timelines, n_items: int, recent: int) -> sp.csr_matr
     """[U, N] weight 1 on each of the user's last `recent` distinct items."""
     owner = np.repeat(np.arange(history.n_users), history.lengths)
     order = np.lexsort((-np.arange(len(owner)), owner))  # per user, latest first
-    seen_pairs: set[tuple[int, int]] = set()
-    taken = np.zeros(history.n_users, dtype=np.int64)
-    rows, cols = [], []
-    for r in order:
-        u, item = int(owner[r]), int(history.pin_row[r])
-        if taken[u] >= recent or (u, item) in seen_pairs:
-            continue
-        seen_pairs.add((u, item))
-        taken[u] += 1
-        rows.append(u)
-        cols.append(item)
+    pairs = owner[order] * n_items + history.pin_row[order]
+    _, first = np.unique(pairs, return_index=True)  # each (user, item)'s latest occurrence
+    kept = order[np.sort(first)]  # still grouped by user, latest first
+    users = owner[kept]
+    start = np.searchsorted(users, users)  # where each user's kept items begin
+    take = kept[np.arange(len(kept)) - start < recent]
     return sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, cols)), shape=(history.n_users, n_items)
+        (np.ones(len(take), np.float32), (owner[take], history.pin_row[take])),
+        shape=(history.n_users, n_items),
     )
 
 
