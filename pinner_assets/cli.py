@@ -156,6 +156,7 @@ def experiment(args: argparse.Namespace) -> None:
         item_engagement=args.item_engagement,
         negatives=args.negatives,
         remove_seen=args.remove_seen,
+        eval_windows=args.eval_windows,
         windows=args.windows,
         item_tokens=args.item_tokens,
         amp=args.amp,
@@ -179,6 +180,7 @@ def experiment(args: argparse.Namespace) -> None:
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
+        f"{f' --eval-windows {args.eval_windows}' if args.eval_windows != 1 else ''}"
         f"{' --quick' if args.quick else ''} --out {args.out}"
     )
     result["code"] = code
@@ -348,6 +350,15 @@ def _add_experiment_outputs(e: argparse.ArgumentParser) -> None:
         action="store_true",
         help="paper protocol: leave each user's already-engaged pins out of their ranking "
         "(leave-one-out always reports both)",
+    )
+    e.add_argument(
+        "--eval-windows",
+        type=int,
+        default=1,
+        help="paper protocol: score this many consecutive 14-day windows after the one training "
+        "cut, pooled (each user once per window they have positives in; more users for the "
+        "same log, nothing after the cut reaches any model or baseline); 1 = the paper's one "
+        "window",
     )
     e.add_argument(
         "--quick",

@@ -8,7 +8,7 @@ Also here: the pin catalogue (content embeddings by pin id) and the positive-eng
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -210,6 +210,17 @@ class Timelines:
                 positive=positive,
             ),
             drops,
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Timelines]) -> Timelines:
+        """Every part's users in order; a user id may then occur more than once (e.g. one user's
+        history at several split times), each occurrence its own user row."""
+        lengths = np.concatenate([p.lengths for p in parts])
+        return cls(
+            user_ids=np.concatenate([p.user_ids for p in parts]),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            **{f: np.concatenate([getattr(p, f) for p in parts]) for f in _ROW_FIELDS},
         )
 
     def select_rows(self, keep: np.ndarray) -> Timelines:

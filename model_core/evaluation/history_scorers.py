@@ -11,7 +11,7 @@ co-occurrence, which every learned model must be checked against.
 
 Both return a sparse [U, N] score matrix (scipy CSR; an absent entry scores 0), ranked by
 `model_core.evaluation.leave_one_out.score_ranks` and scored by
-`evaluate_score_rows`. Their settings are chosen on the validation
+`model_core.evaluation.score_rows.evaluate_score_rows`. Their settings are chosen on the validation
 split like every model's (`choose`).
 """
 
@@ -23,11 +23,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from model_core.data.timelines import Timelines
-from model_core.evaluation.metrics import RetrievalMetrics, from_top, recall_at_k, require_finite
-from model_core.evaluation.seen import Seen
 
 # Frequency counts in whole units; recency breaks ties inside (0, 1).
 _RECENCY_SHARE = 0.5
@@ -130,48 +127,3 @@ def choose(settings: Iterable[dict[str, Any]], score: Callable[[dict[str, Any]],
     scored = {repr(s): (s, score(s)) for s in settings}
     best = max(scored.values(), key=lambda pair: pair[1])
     return Choice(best[0], {k: v for k, (_, v) in scored.items()})
-
-
-def evaluate_score_rows(
-    scores: sp.csr_matrix,
-    positive_user: np.ndarray,
-    positive_pin_row: np.ndarray,
-    index_rows: np.ndarray,
-    index_topics: np.ndarray | None = None,
-    positive_index_pos: np.ndarray | None = None,
-    k: int = 10,
-    coverage_k: int = 10,
-    entropy_k: int = 50,
-    seen: Seen | None = None,
-    user_chunk: int = 256,
-) -> RetrievalMetrics:
-    """`model_core.evaluation.metrics.evaluate_retrieval` for a scorer given as a sparse [U, N]
-    score matrix over the catalogue (an absent entry scores 0).
-
-    positive_pin_row: [P] int64 catalogue row of each positive; index_rows: [N_index] sorted
-    catalogue rows; the other arguments as `evaluate_retrieval`'s. Ties count against the
-    positive, so a positive the scorer gives 0 is a hit only in an index of fewer than k pins."""
-    positive_user = np.asarray(positive_user, dtype=np.int64)
-    require_finite("scores", scores.data[:, None])
-    users, local_user = np.unique(positive_user, return_inverse=True)
-    n_index = len(index_rows)
-    if users.size == 0 or n_index == 0:
-        raise ValueError(f"need >= 1 positive and >= 1 index pin, got {users.size}, {n_index}")
-    top_k = min(n_index, max(k + 1, coverage_k, entropy_k if index_topics is not None else 0))
-    exclude = None if seen is None else seen.take(users)
-    exclude_owner = np.empty(0, np.int64) if exclude is None else exclude.owner
-    sub = scores[users][:, index_rows].tocsr()
-    top_s = np.empty((len(users), top_k), dtype=np.float32)
-    top_i = np.empty((len(users), top_k), dtype=np.int64)
-    for q0 in range(0, len(users), user_chunk):
-        dense = torch.from_numpy(sub[q0 : q0 + user_chunk].toarray().astype(np.float32))
-        if exclude is not None:
-            span = slice(exclude.offsets[q0], exclude.offsets[q0 + len(dense)])
-            dense[exclude_owner[span] - q0, exclude.rows[span]] = -torch.inf
-        s, i = torch.topk(dense, top_k, dim=1)
-        top_s[q0 : q0 + len(dense)], top_i[q0 : q0 + len(dense)] = s.numpy(), i.numpy()
-    pos_s = np.asarray(scores[positive_user, positive_pin_row]).ravel()
-    per_user = recall_at_k(local_user.reshape(-1), pos_s, top_s, k, top_i, positive_index_pos)
-    return from_top(
-        per_user, top_i, n_index, index_topics, int(positive_user.size), k, coverage_k, entropy_k
-    )

@@ -42,11 +42,12 @@ MODES: tuple[Mode, ...] = ("once", "daily", "realtime")
 DAY_S = 86_400
 
 
-def cutoff_times(positive_ts: np.ndarray, split_ts: int, mode: Mode) -> np.ndarray:
-    """[P] int64: the embedding for a positive at τ reads the actions with ts <= this value."""
+def cutoff_times(positive_ts: np.ndarray, split_ts: int | np.ndarray, mode: Mode) -> np.ndarray:
+    """[P] int64: the embedding for a positive at τ reads the actions with ts <= this value;
+    split_ts: the split time t of the positive's window, one for all or [P]."""
     ts = np.asarray(positive_ts, dtype=np.int64)
     if mode == "once":
-        return np.full_like(ts, split_ts)
+        return np.broadcast_to(np.asarray(split_ts, dtype=np.int64), ts.shape).copy()
     if mode == "daily":
         return np.maximum(split_ts, ts - ts % DAY_S - 1)
     if mode == "realtime":
@@ -85,7 +86,7 @@ def inference_frequency_metrics(
     n_users = es.history.n_users
     out: dict[Mode, RetrievalMetrics] = {}
     for mode in modes:
-        cutoff = cutoff_times(es.positive_ts, es.split_ts, mode)
+        cutoff = cutoff_times(es.positive_ts, es.origin_ts, mode)
         states, state_of_positive = np.unique(
             np.stack([es.positive_user, cutoff], axis=1), axis=0, return_inverse=True
         )

@@ -25,6 +25,7 @@ import torch
 
 from model_core.data.timelines import Timelines
 from model_core.evaluation.metrics import require_finite
+from model_core.evaluation.score_rows import ScoreRows, as_rows
 from model_core.evaluation.seen import Seen
 
 
@@ -90,14 +91,19 @@ def full_ranks(
 
 
 def score_ranks(
-    scores: sp.csr_matrix, target_rows: np.ndarray, seen: Seen | None = None, chunk: int = 512
+    scores: sp.csr_matrix | ScoreRows,
+    target_rows: np.ndarray,
+    seen: Seen | None = None,
+    chunk: int = 512,
 ) -> np.ndarray:
-    """`full_ranks` for a scorer given as a sparse [U, N] score matrix (an absent entry scores
-    0; `model_core.evaluation.history_scorers`)."""
-    out = np.empty(scores.shape[0], dtype=np.int64)
-    for i in range(0, scores.shape[0], chunk):
-        dense = torch.from_numpy(scores[i : i + chunk].toarray().astype(np.float32))
-        out[i : i + chunk] = _ranks(dense, target_rows, seen, i)
+    """`full_ranks` for a scorer given as [U, N] score rows (a sparse matrix: an absent entry
+    scores 0; `model_core.evaluation.score_rows`)."""
+    rows = as_rows(scores)
+    n_users = rows.shape[0]
+    out = np.empty(n_users, dtype=np.int64)
+    for i in range(0, n_users, chunk):
+        users = np.arange(i, min(i + chunk, n_users))
+        out[i : i + chunk] = _ranks(rows.dense(users), target_rows, seen, i)
     return out
 
 

@@ -47,6 +47,19 @@ class RetrievalMetrics:
     k: int = 10
     coverage_k: int = 10
     entropy_k: int = 50
+    # [P] bool, whether each positive (in the order given) is a hit: recall on a subset of the
+    # positives, e.g. repeats and new items apart (`recall_on`)
+    positive_hit: np.ndarray | None = None
+    positive_local_user: np.ndarray | None = None  # [P] int64 row into per_user_recall
+
+    def recall_on(self, subset: np.ndarray) -> np.ndarray:
+        """[U'] float64 Recall@k of each user with >= 1 positive in `subset` ([P] bool, the
+        positives in the order given), on those positives only."""
+        assert self.positive_hit is not None, "these metrics kept no per-positive hits"
+        assert self.positive_local_user is not None
+        users = self.positive_local_user[subset]
+        recall = per_user_recall(users, self.positive_hit[subset], self.n_users)
+        return recall[~np.isnan(recall)]
 
     def as_dict(self) -> dict[str, float | int]:
         """Flat metric names keyed by their ``k`` (``recall_at_10``, ...), e.g. for metadata."""
@@ -149,7 +162,7 @@ def positive_scores(
     return out
 
 
-def recall_at_k(
+def positive_hits(
     positive_user: np.ndarray,
     pos_scores: np.ndarray,
     topk_scores: np.ndarray,
@@ -157,7 +170,7 @@ def recall_at_k(
     topk_ids: np.ndarray | None = None,
     positive_index_pos: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-user Recall@k from each user's top index scores.
+    """[P] bool: whether each positive is a hit at k, from each user's top index scores.
 
     positive_user: [P] int64 row of each positive's user; pos_scores: [P] s(U, P);
     topk_scores: [U, K] descending top index scores per user, ``K >= min(k, N)`` (a row shorter
@@ -165,11 +178,9 @@ def recall_at_k(
     topk_ids: [U, K] index positions of those scores and positive_index_pos: [P] int64 position
     of each positive in the index (-1 when it is not in the index): with both, a positive never
     counts against itself, and ``K >= k + 1`` is needed so that a positive in the top k still
-    sees k OTHER pins.
-    Returns ``[U] float64``, NaN for users with no positives. A positive is a hit iff fewer than
-    k OTHER index pins score >= it (ties count against the positive).
+    sees k OTHER pins. A positive is a hit iff fewer than k OTHER index pins score >= it (ties
+    count against the positive).
     """
-    n_users = topk_scores.shape[0]
     width = min(topk_scores.shape[1], k + 1)
     top = topk_scores[positive_user, :width].astype(np.float64)  # (P, <=k+1)
     at_least = top >= pos_scores.astype(np.float64)[:, None]  # (P, <=k+1)
@@ -178,11 +189,30 @@ def recall_at_k(
         assert topk_scores.shape[1] >= min(k + 1, topk_ids.shape[1]), "need the top k+1 scores"
         is_self = topk_ids[positive_user, :width] == np.asarray(positive_index_pos)[:, None]
         at_least &= ~is_self
-    hit = at_least.sum(axis=1) < k
+    return np.asarray(at_least.sum(axis=1) < k)
+
+
+def per_user_recall(positive_user: np.ndarray, hit: np.ndarray, n_users: int) -> np.ndarray:
+    """[n_users] float64 share of each user's positives that are hits ([P] rows, [P] bool);
+    NaN for a user with no positive."""
     n_pos = np.bincount(positive_user, minlength=n_users).astype(np.float64)
     n_hit = np.bincount(positive_user, weights=hit.astype(np.float64), minlength=n_users)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pos > 0, n_hit / n_pos, np.nan)
+
+
+def recall_at_k(
+    positive_user: np.ndarray,
+    pos_scores: np.ndarray,
+    topk_scores: np.ndarray,
+    k: int = 10,
+    topk_ids: np.ndarray | None = None,
+    positive_index_pos: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-user Recall@k ([U] float64, NaN for users with no positives) from each user's top
+    index scores; the arguments as `positive_hits`'."""
+    hit = positive_hits(positive_user, pos_scores, topk_scores, k, topk_ids, positive_index_pos)
+    return per_user_recall(positive_user, hit, topk_scores.shape[0])
 
 
 def p90_coverage(topk_ids: np.ndarray, index_size: int, quantile: float = 0.9) -> float:
@@ -275,16 +305,18 @@ def hit_rate_and_ndcg_at_k(ranks: np.ndarray, k: int = 10) -> tuple[float, float
 
 
 def from_top(
-    per_user: np.ndarray,
+    local_user: np.ndarray,
+    hit: np.ndarray,
     top_i: np.ndarray,
     n_index: int,
     index_topics: np.ndarray | None,
-    n_positives: int,
     k: int,
     coverage_k: int,
     entropy_k: int,
 ) -> RetrievalMetrics:
-    """The metrics from the per-user recall ([U]) and each user's top index positions ([U, K])."""
+    """The metrics from each positive's user ([P] int64 row of top_i) and hit ([P] bool,
+    `positive_hits`), and each evaluated user's top index positions ([U, K])."""
+    per_user = per_user_recall(local_user, hit, len(top_i))
     entropy = math.nan
     if index_topics is not None:
         entropy = interest_entropy(top_i[:, :entropy_k], index_topics)
@@ -294,11 +326,13 @@ def from_top(
         interest_entropy_at_k=entropy,
         per_user_recall=per_user,
         n_users=len(per_user),
-        n_positives=n_positives,
+        n_positives=len(hit),
         index_size=int(n_index),
         k=k,
         coverage_k=coverage_k,
         entropy_k=entropy_k,
+        positive_hit=hit,
+        positive_local_user=local_user,
     )
 
 
@@ -371,7 +405,5 @@ def evaluate_retrieval(
         user_vecs[users], index_vecs, top_k, user_chunk, index_chunk, device, exclude
     )
     pos_s = positive_scores(user_vecs, positive_user, positive_vecs, device=device)
-    per_user = recall_at_k(local_user, pos_s, top_s, k, top_i, positive_index_pos)
-    return from_top(
-        per_user, top_i, n_index, index_topics, int(positive_user.size), k, coverage_k, entropy_k
-    )
+    hit = positive_hits(local_user, pos_s, top_s, k, top_i, positive_index_pos)
+    return from_top(local_user, hit, top_i, n_index, index_topics, k, coverage_k, entropy_k)

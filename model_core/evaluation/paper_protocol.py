@@ -62,6 +62,8 @@ class EvalSet:
     positive_pin_row: [P] int64  catalogue row of each positive
     positive_ts:      [P] int64  Unix second of each positive (in (t, t + horizon])
     positive_action:  [P] int64  action-type vocabulary index of each positive
+    origin_ts:        [P] int64  the split time t of each positive's window (one value, unless
+                                 several windows are pooled: `pooled_eval_set`)
     index_rows:       [N] int64  catalogue rows of the retrieval index
     timelines: the same users' WHOLE timelines, both sides of t. Only for studies that update the
     embedding inside the horizon (Table 2, `model_core.evaluation.inference_frequency`); everything
@@ -75,10 +77,22 @@ class EvalSet:
     positive_pin_row: np.ndarray
     positive_ts: np.ndarray
     positive_action: np.ndarray
+    origin_ts: np.ndarray
     index_rows: np.ndarray
     split_ts: int
     timelines: Timelines
     seen: Seen | None = None
+
+    @property
+    def repeat(self) -> np.ndarray:
+        """[P] bool: the positive is an item its user had acted on up to t (re-engagement)."""
+        h = self.history
+        owner = np.repeat(np.arange(h.n_users), h.lengths).astype(np.int64)
+        width = np.int64(
+            max(int(h.pin_row.max(initial=0)), int(self.positive_pin_row.max(initial=0))) + 1
+        )
+        acted = np.unique(owner * width + h.pin_row)
+        return np.isin(self.positive_user * width + self.positive_pin_row, acted)
 
 
 def build_eval_set(
@@ -104,10 +118,48 @@ def build_eval_set(
         positive_pin_row=held_out.pin_row[keep],
         positive_ts=held_out.ts[keep],
         positive_action=held_out.action[keep],
+        origin_ts=np.full(int(keep.sum()), split_ts, dtype=np.int64),
         index_rows=index_rows,
         split_ts=split_ts,
         timelines=held_out.select_users(users),
         seen=Seen.of(history).in_index(index_rows) if cfg.remove_seen else None,
+    )
+
+
+def pooled_eval_set(
+    timelines: Timelines, catalog: PinCatalog, split_ts: int, cfg: EvalConfig, windows: int
+) -> EvalSet:
+    """`windows` consecutive evaluation windows after ONE training cut: window k has split time
+    t_k = split_ts + k * horizon and its positives in (t_k, t_k + horizon], each user embedded
+    from their history up to t_k. Every model and baseline still learns only from the training
+    users' data up to `split_ts`, so nothing after the cut leaks; later windows simply ask more
+    of a model that is not retrained (as between the pipeline's retrains). A user active in
+    several windows is one evaluation unit per window. Windows without any positive (past the
+    log's end) are left out; `split_ts` stays the training cut."""
+    horizon = int(cfg.horizon_days * DAY_S)
+    parts = [
+        build_eval_set(timelines, catalog, split_ts + k * horizon, cfg) for k in range(windows)
+    ]
+    parts = [p for p in parts if p.history.n_users] or parts[:1]
+    if len(parts) == 1:
+        return parts[0]
+    first_user = np.cumsum([0] + [p.history.n_users for p in parts[:-1]])
+    seen = None
+    if cfg.remove_seen:
+        seen = Seen.of(Timelines.concat([p.history for p in parts])).in_index(parts[0].index_rows)
+    return EvalSet(
+        history=Timelines.concat([p.history for p in parts]),
+        positive_user=np.concatenate(
+            [p.positive_user + first for p, first in zip(parts, first_user, strict=True)]
+        ),
+        **{
+            f: np.concatenate([getattr(p, f) for p in parts])
+            for f in ("positive_pin_row", "positive_ts", "positive_action", "origin_ts")
+        },
+        index_rows=parts[0].index_rows,
+        split_ts=split_ts,
+        timelines=Timelines.concat([p.timelines for p in parts]),
+        seen=seen,
     )
 
 

@@ -16,6 +16,7 @@ from model_core.evaluation.metrics import (
     hit_rate_and_ndcg_at_k,
     interest_entropy,
     p90_coverage,
+    per_user_recall,
     positive_scores,
 )
 from model_core.evaluation.pinnersage import PinnerSageConfig, round_robin, unit_rows, user_clusters
@@ -43,12 +44,6 @@ def _blended_position(
     turn = ready + np.mod(slot - ready, nv)  # first turn >= T_c that belongs to cluster c
     turn = np.where(contenders & (slot < nv), turn, np.iinfo(np.int64).max // 2)
     return np.minimum(turn.min(axis=1), n_items)  # once the rest is blended it comes next
-
-
-def _per_user(local_user: np.ndarray, hit: np.ndarray, n_users: int) -> np.ndarray:
-    n_pos = np.bincount(local_user, minlength=n_users).astype(np.float64)
-    n_hit = np.bincount(local_user, weights=hit.astype(np.float64), minlength=n_users)
-    return n_hit / n_pos
 
 
 def pinnersage_metrics(
@@ -123,10 +118,11 @@ def pinnersage_metrics(
     entropy = interest_entropy(blended[:, :entropy_k], topics)
     out: dict[str, RetrievalMetrics] = {}
     for name, hit in (("pinnersage_oracle", oracle_hit), ("pinnersage_round_robin", rr_hit)):
-        per_user = _per_user(local, hit, n_eval)
+        per_user = per_user_recall(local, hit, n_eval)
         out[name] = RetrievalMetrics(
             float(per_user.mean()), coverage, entropy, per_user, int(n_eval),
             int(positive_user.size), int(n_index), k, coverage_k, entropy_k,
+            positive_hit=hit, positive_local_user=local,
         )  # fmt: skip
     return out
 

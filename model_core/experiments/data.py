@@ -57,6 +57,7 @@ def load(
     quick: bool,
     protocol: str,
     item_engagement: Literal["positive", "all"] = "all",
+    eval_windows: int = 1,
     **columns: Any,
 ) -> Data:
     """Any supported source → timelines + a catalogue built without evaluation-period data.
@@ -72,13 +73,13 @@ def load(
         features = FeatureConfig(content_dim=world.content_dim)
         timelines, _ = Timelines.from_actions(actions, catalog, features)
         end = datetime.datetime.combine(world.dates[-1], datetime.time(), datetime.timezone.utc)
-        split = int(end.timestamp()) + 86_400 - 14 * 86_400
+        split = int(end.timestamp()) + 86_400 - 14 * eval_windows * 86_400
         return Data(
             "synthetic", timelines, catalog, features, split, validation_users(timelines.user_ids)
         )
     assert path is not None, f"--path is required for source {source}"
     log = _quick(read_source(source, path, **columns), quick)
-    split = choose_split(log.actions, log.rule)
+    split = choose_split(log.actions, log.rule, 14 * eval_windows)
     features = log.feature_config(content_dim=ITEM_DIM)
     # Every item stays in the catalogue, even one that only actions the vectors may not read
     # touched (its vector is then metadata alone).
@@ -144,7 +145,8 @@ def item_vector_actions(actions: pl.DataFrame, rule: PositiveRule) -> pl.DataFra
 
 
 def choose_split(actions: pl.DataFrame, rule: PositiveRule, horizon_days: int = 14) -> int:
-    """The global split time t for the paper protocol on a real log.
+    """The global split time t for the paper protocol on a real log (`horizon_days`: all the
+    evaluation windows after it, `paper_protocol.pooled_eval_set`).
 
     Public logs are bursty (a MovieLens user rates for a day or two and leaves), so a fixed
     quantile can leave a handful of users with both history before t and positives in

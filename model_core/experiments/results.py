@@ -18,6 +18,8 @@ PAPER_TABLES = {
     "multitask": "Table 5 — single-task vs multi-task (rows: trained on; columns: scored on)",
     "item_ids": "Beyond the paper — the paper's content-only item tower vs learned item ids",
     "peers": "Reference SASRecs (original BCE recipe; full cross-entropy) — the bar to clear",
+    "with_history": "Each model blended with the user's own history (the repeat source a serving "
+    "system ships beside the index; weight chosen on validation, 0 = the embedding alone)",
     "baselines": "Baselines",
     "upper_bounds": "Upper bounds (they read the target: never a baseline to beat)",
 }
@@ -26,6 +28,7 @@ ORDER = (
     "upper_bounds",
     "peers",
     "objectives",
+    "with_history",
     "item_ids",
     "inference",
     "bce",
@@ -85,13 +88,14 @@ def _paper_table(table: str, rows: list[dict[str, Any]]) -> list[str]:
         ]
         return lines
     lines = [
-        "| variant | Recall@10 [95% CI] | paper | P90 cov@10 | entropy@50 | seeds | users | "
-        "positives | training |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | Recall@10 [95% CI] | paper | Recall@10 repeat / new positives | "
+        "P90 cov@10 | entropy@50 | seeds | users | positives | training |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {_recall(r)} | {_paper(table, r['variant'])} | "
+            f"{_repeat_new(r, 'recall_at_10')} | "
             f"{_fmt(r['p90_coverage_at_10'])} | {_fmt(r['interest_entropy_at_50'], 3)} | "
             f"{len(r['seeds'])} | {r['eval_users']} | {r['eval_positives']} | "
             f"{_train(r)} |"
@@ -109,6 +113,9 @@ def _train(r: dict[str, Any]) -> str:
     cap = f" of {budget['max_minutes']:g} min" if budget.get("max_minutes") else ""
     patience = f", patience {budget['patience']}" if budget.get("patience") else ""
     val = f", validation {r['validation']:.4f}" if r.get("validation") is not None else ""
+    if r.get("history_weight") is not None:
+        weights = "/".join(f"{w:g}" for w in r["history_weight"])
+        val += f"; history weight {weights}"
     choice = r.get("token_choice")
     if choice:  # `--item-tokens validated`: which way the validation split decided
         kept = "kept" if choice["kept"] else "dropped"
@@ -174,13 +181,13 @@ def _loo_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _repeat_new(r: dict[str, Any]) -> str:
-    """NDCG@10 on the users whose target they had acted on before, and on the others."""
+def _repeat_new(r: dict[str, Any], metric: str = "ndcg_at_10") -> str:
+    """The metric on what the user had acted on before and on the rest (leave-one-out: the users
+    whose target is a repeat / new; paper: each user's repeated / new positives), with the
+    number of users each part has."""
     if "repeat_users" not in r:
         return "n/a"
-    parts = [
-        f"{_fmt(r[f'ndcg_at_10_{part}'])} ({r[f'{part}_users']})" for part in ("repeat", "new")
-    ]
+    parts = [f"{_fmt(r[f'{metric}_{part}'])} ({r[f'{part}_users']})" for part in ("repeat", "new")]
     return " / ".join(parts)
 
 
@@ -215,6 +222,11 @@ def _recipe_text(res: dict[str, Any]) -> str:
     )
     if res.get("remove_seen"):
         split += "; each user's already-engaged pins removed from their ranking"
+    if (res.get("eval_windows") or 1) > 1:
+        split += (
+            f"; {res['eval_windows']} consecutive 14-day windows after the one training cut, "
+            "pooled (a user is one evaluation unit per window with positives)"
+        )
     codes = sorted({r["code"] for r in res["rows"] if r.get("code")})
     if codes:
         split += f"; code: {', '.join(codes)}"
@@ -311,7 +323,7 @@ def render(results: list[dict[str, Any]], commands: list[str], headline: list[st
     return "\n".join(lines) + "\n"
 
 
-SETTING = ("dataset", "protocol", "item_ids", "negatives", "remove_seen", "split")
+SETTING = ("dataset", "protocol", "item_ids", "negatives", "remove_seen", "split", "eval_windows")
 
 
 # File-level recipe settings every trained row carries into a merged section, so that rows of the
@@ -339,7 +351,8 @@ def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def setting_key(res: dict[str, Any]) -> str:
     """The section a results file belongs to: its log, protocol and recipe defaults."""
-    return json.dumps([res.get(k) for k in SETTING], sort_keys=True)
+    windows = res.get("eval_windows") or (1 if res.get("protocol") == "paper" else None)
+    return json.dumps([res.get(k) for k in SETTING[:-1]] + [windows], sort_keys=True)
 
 
 def _with_file_settings(row: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:

@@ -22,17 +22,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from model_core.data.timelines import Timelines
-from model_core.evaluation.history_scorers import (
-    Choice,
-    choose,
-    evaluate_score_rows,
-    history_scores,
-    item_knn_scores,
-    item_similarity,
-)
 from model_core.evaluation.index import index_positions
 from model_core.evaluation.inference_frequency import MODES, inference_frequency_metrics
 from model_core.evaluation.leave_one_out import LeaveOneOut, full_ranks, score_ranks
@@ -46,14 +37,15 @@ from model_core.evaluation.paper_protocol import (
 )
 from model_core.evaluation.pinnersage import PinnerSageConfig
 from model_core.evaluation.pinnersage_scoring import pinnersage_loo_ranks, pinnersage_metrics
+from model_core.evaluation.score_rows import evaluate_score_rows
 from model_core.evaluation.seen import Seen
 from model_core.evaluation.statistics import encode_ranks
 from model_core.experiments.data import Data
+from model_core.experiments.history_rows import BLENDED_TABLES, Blend, HistoryScorer
 from model_core.experiments.tables import Base, Variant, variants
 from model_core.inference.embed import user_item_vectors
 from model_core.training.recipe import RecipeConfig
 from model_core.training.sampler import SamplerConfig
-from model_core.training.validation import Split
 
 Fit = Callable[[Variant, RecipeConfig], tuple[Any, dict[str, Any]]]
 log = logging.getLogger(__name__)
@@ -74,6 +66,12 @@ def _report(row: dict[str, Any]) -> dict[str, Any]:
     else:
         lo, hi = row["recall_at_10_ci"]
         figures = f"Recall@10 {row['recall_at_10']:.4f} [{lo:.3f}, {hi:.3f}]"
+        if row.get("repeat_users") is not None:
+            repeat, new = row["recall_at_10_repeat"] or 0.0, row["recall_at_10_new"] or 0.0
+            figures += (
+                f"; repeat positives {repeat:.4f} ({row['repeat_users']} users), "
+                f"new {new:.4f} ({row['new_users']})"
+            )
     on = f" on {row['scored_on']}" if row.get("scored_on") else ""
     log.info(
         "test %s/%s%s: %s, %d users", row["table"], row["variant"], on, figures, row["eval_users"]
@@ -128,8 +126,12 @@ def paper_rows(
     es: EvalSet,
     fit: Fit,
     only: list[str] | None = None,
+    blend: Blend | None = None,
 ) -> list[dict[str, Any]]:
+    """The table's rows; with `blend` (`history_blend`), each model of a table in
+    `BLENDED_TABLES` also gets a `<variant>+history` row in table "with_history"."""
     rows = []
+    repeat = es.repeat
     for name, fitted in _fitted(data, table, base, seeds, fit, only):
         scored: dict[str | None, list[RetrievalMetrics]] = {}
         for model, _ in fitted:
@@ -137,7 +139,23 @@ def paper_rows(
                 scored.setdefault(on, []).append(m)
         stats = _mean_stats([st for _, st in fitted])
         for on, metrics in scored.items():
-            rows.append(_paper_row(table, name, metrics, seeds, stats, on))
+            rows.append(
+                _paper_row(table, name, metrics, seeds, stats, on, repeat if on is None else None)
+            )
+        if blend is not None and table in BLENDED_TABLES:
+            blended = [blend.paper(model, es) for model, _ in fitted]
+            weights = {"history_weight": [w for _, w in blended]}
+            metrics = [m for m, _ in blended]
+            rows.append(
+                _paper_row(
+                    "with_history",
+                    f"{name}+history",
+                    metrics,
+                    seeds,
+                    stats | weights,
+                    repeat=repeat,
+                )  # fmt: skip
+            )
     return rows
 
 
@@ -174,7 +192,10 @@ def paper_baselines(data: Data, es: EvalSet, train_tl: Timelines) -> list[dict[s
             seen=es.seen,
         )
     )
-    return [_paper_row(baseline_table(name), name, [m], [0], {}) for name, m in found.items()]
+    return [
+        _paper_row(baseline_table(name), name, [m], [0], {}, repeat=es.repeat)
+        for name, m in found.items()
+    ]
 
 
 def _paper_row(
@@ -184,9 +205,12 @@ def _paper_row(
     seeds: list[int],
     stats: dict[str, Any],
     scored_on: str | None = None,
+    repeat: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One row; with several seeds the metrics are seed means, the interval is a bootstrap over
-    users of the per-user recall averaged over seeds (same users every seed)."""
+    users of the per-user recall averaged over seeds (same users every seed). With `repeat`
+    ([P] bool per positive: an item its user had acted on up to t), Recall@10 apart on the
+    repeated positives and on the new ones, each over the users who have such positives."""
     per_user = np.mean([m.per_user_recall for m in metrics], axis=0)
     lo, hi = bootstrap_ci(per_user)
     row = {
@@ -205,6 +229,13 @@ def _paper_row(
     }
     if scored_on is not None:
         row["scored_on"] = scored_on
+    if repeat is not None:
+        for part, subset in (("repeat", repeat), ("new", ~repeat)):
+            recall = np.mean([m.recall_on(subset) for m in metrics], axis=0)
+            row[f"recall_at_10_{part}"] = float(recall.mean()) if len(recall) else None
+            row[f"recall_at_10_{part}_ci"] = list(bootstrap_ci(recall)) if len(recall) else None
+            row[f"{part}_users"] = len(recall)
+            row[f"{part}_positives"] = int(subset.sum())
     return _report(row)
 
 
@@ -216,7 +247,9 @@ def loo_rows(
     loo: LeaveOneOut,
     fit: Fit,
     only: list[str] | None = None,
+    blend: Blend | None = None,
 ) -> list[dict[str, Any]]:
+    """The table's rows; with `blend`, as `paper_rows`."""
     seen = Seen.of(loo.history)
     rows = []
     for name, fitted in _fitted(data, table, base, seeds, fit, only):
@@ -227,6 +260,15 @@ def loo_rows(
             ranks["_unfiltered"].append(full_ranks(users, items, loo.target_pin_row))
         stats = _mean_stats([st for _, st in fitted])
         rows.append(_loo_row(table, name, ranks, seeds, stats, loo.repeat))
+        if blend is not None and table in BLENDED_TABLES:
+            blended = [blend.loo(model, loo, seen) for model, _ in fitted]
+            both = {suffix: [r[suffix] for r, _ in blended] for suffix in ranks}
+            weights = {"history_weight": [w for _, w in blended]}
+            rows.append(
+                _loo_row(
+                    "with_history", f"{name}+history", both, seeds, stats | weights, loo.repeat
+                )
+            )
     return rows
 
 
@@ -254,51 +296,13 @@ def loo_baselines(data: Data, loo: LeaveOneOut) -> list[dict[str, Any]]:
     ]
 
 
-# The settings the history scorers choose among on the validation split.
-HISTORY_SETTINGS: tuple[dict[str, Any], ...] = ({"by": "frequency"}, {"by": "recency"})
-KNN_NEIGHBORS = (20, 100)
-KNN_RECENT = (1, 5, 20)
-
-
-def chosen_history_scorers(
-    data: Data, split: Split, history: Timelines
-) -> dict[str, tuple[sp.csr_matrix, dict[str, Any]]]:
-    """`history` and `item_knn` (`model_core.evaluation.history_scorers`) for the users of
-    `history`, each with the setting that scored best on the validation split; item
-    co-occurrence comes from `split.train`, exactly what every model trains on."""
-    n = len(data.catalog)
-    hist = choose(
-        HISTORY_SETTINGS,
-        lambda s: split.validate_scores(lambda tl: history_scores(tl, n, **s)),
-    )
-    sims = {k: item_similarity(split.train, n, k) for k in KNN_NEIGHBORS}
-    knn = choose(
-        [{"neighbors": k, "recent": r} for k in KNN_NEIGHBORS for r in KNN_RECENT],
-        lambda s: split.validate_scores(
-            lambda tl: item_knn_scores(tl, sims[s["neighbors"]], s["recent"])
-        ),
-    )
-    return {
-        "history": (history_scores(history, n, **hist.setting), _choice_stats(hist)),
-        "item_knn": (
-            item_knn_scores(
-                history,
-                sims[knn.setting["neighbors"]],
-                knn.setting["recent"],
-            ),
-            _choice_stats(knn),
-        ),
-    }
-
-
-def _choice_stats(choice: Choice) -> dict[str, Any]:
-    return {"setting": choice.setting, "validation": max(choice.validation.values())}
-
-
-def loo_history_rows(data: Data, loo: LeaveOneOut, split: Split) -> list[dict[str, Any]]:
+def loo_history_rows(
+    loo: LeaveOneOut, chosen: dict[str, tuple[HistoryScorer, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     seen = Seen.of(loo.history)
     rows = []
-    for name, (scores, stats) in chosen_history_scorers(data, split, loo.history).items():
+    for name, (scorer, stats) in chosen.items():
+        scores = scorer(loo.history)
         ranks = {
             "": [score_ranks(scores, loo.target_pin_row, seen)],
             "_unfiltered": [score_ranks(scores, loo.target_pin_row)],
@@ -307,16 +311,18 @@ def loo_history_rows(data: Data, loo: LeaveOneOut, split: Split) -> list[dict[st
     return rows
 
 
-def paper_history_rows(data: Data, es: EvalSet, split: Split) -> list[dict[str, Any]]:
+def paper_history_rows(
+    data: Data, es: EvalSet, chosen: dict[str, tuple[HistoryScorer, dict[str, Any]]]
+) -> list[dict[str, Any]]:
     in_index = index_positions(es.index_rows, es.positive_pin_row)
     topics = data.catalog.topics[es.index_rows]
     rows = []
-    for name, (scores, stats) in chosen_history_scorers(data, split, es.history).items():
+    for name, (scorer, stats) in chosen.items():
         m = evaluate_score_rows(
-            scores, es.positive_user, es.positive_pin_row, es.index_rows, topics, in_index,
-            seen=es.seen,
+            scorer(es.history), es.positive_user, es.positive_pin_row, es.index_rows, topics,
+            in_index, seen=es.seen,
         )  # fmt: skip
-        rows.append(_paper_row("baselines", name, [m], [0], stats))
+        rows.append(_paper_row("baselines", name, [m], [0], stats, repeat=es.repeat))
     return rows
 
 

@@ -48,8 +48,9 @@ from typing import Any, Literal
 import torch
 
 from model_core.evaluation.leave_one_out import leave_one_out
-from model_core.evaluation.paper_protocol import EvalConfig, build_eval_set
+from model_core.evaluation.paper_protocol import EvalConfig, pooled_eval_set
 from model_core.experiments.data import Data, load
+from model_core.experiments.history_rows import Blend, chosen_history_scorers
 from model_core.experiments.rows import (
     loo_baselines,
     loo_history_rows,
@@ -295,11 +296,14 @@ def run(
     item_graph: Literal["auto", "none"] = "auto",
     latest_pin: Literal["auto", "none"] = "auto",
     ema_epochs: float = TrainConfig.ema_epochs,
+    eval_windows: int = 1,
     **columns: Any,
 ) -> dict[str, Any]:
     """Every table in `tables` (only the variants in `only`, when given); the tables in
     `seeded_tables` (the headline comparisons) run with every seed in `seeds`, the others with
-    seeds[0] only. Baselines are scored once. `quick`: a smoke run of a few minutes."""
+    seeds[0] only. Baselines are scored once. `quick`: a smoke run of a few minutes.
+    `eval_windows` (paper protocol): consecutive 14-day windows after the one training cut,
+    pooled (`model_core.evaluation.paper_protocol.pooled_eval_set`)."""
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
         raise ValueError(f"unknown tables {unknown}; choose from {list(TABLES)}")
@@ -307,7 +311,7 @@ def run(
         raise ValueError(f"tables {list(PAPER_ONLY)} need --protocol paper (got {protocol!r})")
     if budget is None:
         budget = Budget(max_epochs=3, max_minutes=0.5, patience=2) if quick else Budget()
-    data = load(source, path, quick, protocol, item_engagement, **columns)
+    data = load(source, path, quick, protocol, item_engagement, eval_windows, **columns)
 
     base = functools.partial(
         base_recipe,
@@ -329,22 +333,25 @@ def run(
     if protocol == "paper":
         cfg0 = base(seeds[0])
         train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
-        es = build_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval)
+        es = pooled_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval, eval_windows)
         rows += paper_baselines(data, es, train_tl)
         split = paper_split(train_tl, data.catalog, data.split_ts)
-        rows += paper_history_rows(data, es, split)
+        chosen = chosen_history_scorers(data, split)
+        rows += paper_history_rows(data, es, chosen)
     else:
         loo = leave_one_out(data.timelines)
         rows += loo_baselines(data, loo)
         split = leave_one_out_split(loo.history, data.catalog, data.validation_users)
-        rows += loo_history_rows(data, loo, split)
+        chosen = chosen_history_scorers(data, split)
+        rows += loo_history_rows(loo, chosen)
+    blend = Blend(data.catalog, chosen["history"][0], split)
     fits = FitCache(data, split, budget, validate_tokens=item_tokens == "validated")
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]
         if protocol == "paper":
-            rows += paper_rows(data, table, base, table_seeds, es, fits, only)
+            rows += paper_rows(data, table, base, table_seeds, es, fits, only, blend)
         else:
-            rows += loo_rows(data, table, base, table_seeds, loo, fits, only)
+            rows += loo_rows(data, table, base, table_seeds, loo, fits, only, blend)
     options = {
         "item_ids": item_ids,
         "item_tokens": item_tokens,
@@ -355,6 +362,7 @@ def run(
         "negatives": base(seeds[0]).loss.negatives,
         "windows": windows,
         "remove_seen": remove_seen if protocol == "paper" else None,
+        "eval_windows": eval_windows if protocol == "paper" else None,
         "item_engagement": item_engagement if source != "synthetic" else None,
     }
     return _result(data, protocol, budget, options, split.n_users, rows)

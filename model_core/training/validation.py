@@ -24,7 +24,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from model_core.data.timelines import PinCatalog, Timelines
-from model_core.evaluation.history_scorers import evaluate_score_rows
 from model_core.evaluation.index import index_positions
 from model_core.evaluation.leave_one_out import (
     full_ranks,
@@ -34,13 +33,14 @@ from model_core.evaluation.leave_one_out import (
 )
 from model_core.evaluation.metrics import evaluate_retrieval, hit_and_ndcg_per_user
 from model_core.evaluation.paper_protocol import EvalConfig, build_eval_set, is_eval_user
+from model_core.evaluation.score_rows import ScoreRows, evaluate_score_rows
 from model_core.evaluation.seen import Seen
 from model_core.inference.embed import user_item_vectors
 
 Validate = Callable[[Any], float]
-# A scorer that is not a model: the validation users' timelines → their [U, N] sparse scores
-# over the catalogue (`model_core.evaluation.history_scorers`).
-ScoreFactory = Callable[[Timelines], sp.csr_matrix]
+# A scorer that is not a model: the validation users' timelines → their [U, N] scores over the
+# catalogue (`model_core.evaluation.score_rows`; sparse for `history_scorers`).
+ScoreFactory = Callable[[Timelines], sp.csr_matrix | ScoreRows]
 
 
 @dataclass(frozen=True)

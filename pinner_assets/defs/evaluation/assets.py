@@ -24,7 +24,6 @@ from dagster_duckdb import DuckDBResource
 
 from model_core.data.timelines import PinCatalog, PositiveRule, Timelines
 from model_core.evaluation.history_scorers import (
-    evaluate_score_rows,
     history_scores,
     item_knn_scores,
     item_similarity,
@@ -37,6 +36,7 @@ from model_core.evaluation.metrics import (
     recall_at_k,
 )
 from model_core.evaluation.paper_protocol import baseline_metrics, is_eval_user, recent_mean
+from model_core.evaluation.score_rows import evaluate_score_rows
 from model_core.features.actions import FeatureConfig
 from pinner_assets.defs.automation.freshness import EVALUATION_REPORT_FRESHNESS
 from pinner_assets.lib.automation import EMBEDDINGS_EAGER, REPORT_EAGER

@@ -9,7 +9,6 @@ import scipy.sparse as sp
 from model_core.data.timelines import Timelines
 from model_core.evaluation.history_scorers import (
     choose,
-    evaluate_score_rows,
     history_scores,
     item_knn_scores,
     item_similarity,
@@ -17,6 +16,7 @@ from model_core.evaluation.history_scorers import (
 from model_core.evaluation.index import index_positions
 from model_core.evaluation.leave_one_out import full_ranks, leave_one_out, score_ranks
 from model_core.evaluation.metrics import evaluate_retrieval
+from model_core.evaluation.score_rows import evaluate_score_rows
 from model_core.evaluation.seen import Seen
 
 

@@ -125,3 +125,76 @@ def test_paper_validation_split_fits_a_short_log(
     features = FeatureConfig(content_dim=tiny_catalog.embeddings.shape[1])
     model = PinnerFormer(ModelConfig(features=features, max_len=16, hidden=16, out_dim=8))
     assert 0.0 <= val.validate(model) <= 1.0
+
+
+def test_repeat_positives_and_recall_on_each_part(
+    tiny_world: WorldConfig, tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """A positive is a repeat iff its user acted on that pin up to t; recall on each part is
+    each user's hits on that part, over the users who have such positives — so the user's own
+    history scores every new positive a miss and hits repeats."""
+    from model_core.evaluation.history_scorers import history_scores
+    from model_core.evaluation.index import index_positions
+    from model_core.evaluation.score_rows import evaluate_score_rows
+
+    split = split_timestamp(tiny_world.dates[-8], 7)
+    es = build_eval_set(tiny_timelines, tiny_catalog, split, EvalConfig(horizon_days=7))
+    want = [
+        int(pin) in set(es.history.pin_row[es.history.offsets[u] : es.history.offsets[u + 1]])
+        for u, pin in zip(es.positive_user, es.positive_pin_row, strict=True)
+    ]
+    assert es.repeat.tolist() == want
+    assert 0 < es.repeat.sum() < len(es.repeat)
+    distinct = max(
+        len(set(es.history.pin_row[es.history.offsets[u] : es.history.offsets[u + 1]]))
+        for u in range(es.history.n_users)
+    )
+    k = distinct + 1  # every item of the user's history is in their top k ...
+    assert k < len(es.index_rows)  # ... and a new positive ties with too many zeros to hit
+    m = evaluate_score_rows(
+        history_scores(es.history, len(tiny_catalog)),
+        es.positive_user,
+        es.positive_pin_row,
+        es.index_rows,
+        None,
+        index_positions(es.index_rows, es.positive_pin_row),
+        k=k,
+    )
+    assert (m.recall_on(~es.repeat) == 0).all()
+    assert (m.recall_on(es.repeat) == 1).all()
+    assert len(m.recall_on(es.repeat)) == len(np.unique(es.positive_user[es.repeat]))
+
+
+def test_pooled_windows_are_each_windows_eval_set_side_by_side(
+    tiny_world: WorldConfig, tiny_timelines: Timelines, tiny_catalog: PinCatalog
+) -> None:
+    """Window k is exactly `build_eval_set` at t + k * horizon, its users renumbered after the
+    earlier windows'; one window is the paper's eval set itself; every positive knows its t."""
+    from model_core.evaluation.paper_protocol import pooled_eval_set
+
+    cfg = EvalConfig(horizon_days=3, remove_seen=True)
+    split = split_timestamp(tiny_world.dates[-10], 3)
+    one = pooled_eval_set(tiny_timelines, tiny_catalog, split, cfg, 1)
+    alone = build_eval_set(tiny_timelines, tiny_catalog, split, cfg)
+    np.testing.assert_array_equal(one.positive_pin_row, alone.positive_pin_row)
+    pooled = pooled_eval_set(tiny_timelines, tiny_catalog, split, cfg, 3)
+    parts = [
+        build_eval_set(tiny_timelines, tiny_catalog, split + k * 3 * 86_400, cfg) for k in range(3)
+    ]
+    assert pooled.history.n_users == sum(p.history.n_users for p in parts)
+    assert np.unique(pooled.origin_ts).tolist() == [split + k * 3 * 86_400 for k in range(3)]
+    start = 0
+    for k, part in enumerate(parts):
+        mine = pooled.origin_ts == split + k * 3 * 86_400
+        np.testing.assert_array_equal(pooled.positive_user[mine] - start, part.positive_user)
+        np.testing.assert_array_equal(pooled.positive_pin_row[mine], part.positive_pin_row)
+        assert (
+            pooled.history.ts[
+                pooled.history.offsets[start] : pooled.history.offsets[start + part.history.n_users]
+            ].max()
+            <= split + k * 3 * 86_400
+        )
+        start += part.history.n_users
+    assert pooled.seen is not None
+    assert len(pooled.seen.offsets) == pooled.history.n_users + 1
+    assert pooled.split_ts == split

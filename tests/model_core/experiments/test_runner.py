@@ -63,7 +63,8 @@ def test_paper_and_leave_one_out_rows_render(tmp_path: Path) -> None:
 
 def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
     """Table 2 (one row per model x inference frequency), Table 5 (one row per model x scored
-    action type, plus the overall row), Table 10 (BCE) — and the pivot tables they render to."""
+    action type, plus the overall row), Table 10 (BCE) — and the pivot tables they render to;
+    here on two pooled 14-day windows after the training cut."""
     res = run(
         "synthetic",
         None,
@@ -73,7 +74,9 @@ def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
         quick=True,
         budget=TINY,
         seeded_tables=("multitask",),
+        eval_windows=2,
     )
+    assert res["eval_windows"] == 2
     rows = res["rows"]
     inference = [(r["variant"], r["scored_on"]) for r in rows if r["table"] == "inference"]
     assert inference == [(v, m) for v in TABLES["inference"] for m in ("once", "daily", "realtime")]
@@ -96,6 +99,7 @@ def test_paper_only_tables_rows_and_pivots(tmp_path: Path) -> None:
     render_files([tmp_path / "c.json"], out, ["pinner experiment C"])
     text = out.read_text()
     assert "| variant | once (paper) | daily (paper) | realtime (paper) | seeds |" in text
+    assert "2 consecutive 14-day windows after the one training cut" in text
     assert "| multi_task |" in text
     assert "sasrec_bce_one_negative" in text
 
@@ -109,7 +113,8 @@ def test_paper_only_tables_refuse_leave_one_out() -> None:
 
 def test_peers_and_variant_filter() -> None:
     """Table peers: the reference SASRecs, trained with validation and scored by the same code;
-    `only` runs just the named variants."""
+    `only` runs just the named variants; every model of both tables, reference or not, is also
+    blended with the user's history at a weight chosen on validation (table with_history)."""
     res = run(
         "synthetic",
         None,
@@ -120,10 +125,17 @@ def test_peers_and_variant_filter() -> None:
         budget=TINY,
         only=["sasrec", "dense_all_action_k28", *PEERS],
     )
-    scorers = ("baselines", "upper_bounds")
+    scorers = ("baselines", "upper_bounds", "with_history")
     trained = [(r["table"], r["variant"]) for r in res["rows"] if r["table"] not in scorers]
     objectives = [("objectives", "sasrec"), ("objectives", "dense_all_action_k28")]
     assert trained == objectives + [("peers", p) for p in PEERS]
+    blended = [r for r in res["rows"] if r["table"] == "with_history"]
+    assert [r["variant"] for r in blended] == [f"{v}+history" for _, v in trained]
+    for row in blended:
+        assert len(row["history_weight"]) == 1
+        assert row["history_weight"][0] >= 0
+        assert row["repeat_users"] + row["new_users"] == row["eval_users"]
+    res["rows"] = [r for r in res["rows"] if r["table"] != "with_history"]
     for row in res["rows"][len(BASELINES) :]:
         assert row["epochs"] >= row["best_epoch"] > 0
         assert row["stop_reasons"]
