@@ -335,7 +335,7 @@ def run(
         train_tl = training_timelines(data.timelines, data.split_ts, cfg0)
         es = pooled_eval_set(data.timelines, data.catalog, data.split_ts, cfg0.eval, eval_windows)
         rows += paper_baselines(data, es, train_tl)
-        split = paper_split(train_tl, data.catalog, data.split_ts)
+        split = paper_split(train_tl, data.catalog, data.split_ts, windows=eval_windows)
         chosen = chosen_history_scorers(data, split)
         rows += paper_history_rows(data, es, chosen)
     else:

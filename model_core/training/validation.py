@@ -32,7 +32,7 @@ from model_core.evaluation.leave_one_out import (
     score_ranks,
 )
 from model_core.evaluation.metrics import evaluate_retrieval, hit_and_ndcg_per_user
-from model_core.evaluation.paper_protocol import EvalConfig, build_eval_set, is_eval_user
+from model_core.evaluation.paper_protocol import EvalConfig, is_eval_user, pooled_eval_set
 from model_core.evaluation.score_rows import ScoreRows, evaluate_score_rows
 from model_core.evaluation.seen import Seen
 from model_core.inference.embed import user_item_vectors
@@ -115,17 +115,21 @@ def paper_split(
     fraction: float = PAPER_HELD_OUT,
     max_users: int = VALIDATION_USERS,
     seed: int = 0,
+    windows: int = 1,
 ) -> Split:
     """Hold out `fraction` of the training users; Recall@10 on their positives in
-    (split_ts - horizon, split_ts], embedded from their actions before that. A log too short for
-    the horizon (Taobao's sample spans 9 days) halves it until some held-out user has history
-    before and positives inside the window (down to one day)."""
+    (split_ts - horizon, split_ts], embedded from their actions before that — or, with
+    `windows` > 1, in each of the `windows` consecutive windows before split_ts, pooled as the
+    evaluation pools its windows after it (`pooled_eval_set`): more validation users, so early
+    stopping and every validated choice read less noise. A log too short for the horizon
+    (Taobao's sample spans 9 days) halves it until some held-out user has history before and
+    positives inside the window (down to one day)."""
     held = paper_validation_users(train_tl.user_ids, fraction, seed)
     held_tl = train_tl.select_users(held).before(split_ts)
     while True:
-        val_ts = split_ts - int(horizon_days * 86_400)
+        val_ts = split_ts - int(windows * horizon_days * 86_400)
         cfg = EvalConfig(eval_fraction=1.0, horizon_days=horizon_days, seed=seed)
-        es = build_eval_set(held_tl, catalog, val_ts, cfg)
+        es = pooled_eval_set(held_tl, catalog, val_ts, cfg, windows)
         if es.history.n_users or horizon_days <= 1.0:
             break
         horizon_days = max(1.0, horizon_days / 2)

@@ -198,3 +198,19 @@ def test_pooled_windows_are_each_windows_eval_set_side_by_side(
     assert pooled.seen is not None
     assert len(pooled.seen.offsets) == pooled.history.n_users + 1
     assert pooled.split_ts == split
+
+
+def test_pooled_validation_windows_validate_on_more_users(
+    tiny_timelines: Timelines, tiny_catalog: PinCatalog, tiny_world: WorldConfig
+) -> None:
+    """`windows` validation windows before the split: more held-out (user, window) units than
+    one window, the same training users, and no training action after the split."""
+    from model_core.training.validation import paper_split
+
+    split = split_timestamp(tiny_world.dates[-1], 14.0)
+    train = training_timelines(tiny_timelines, split, RecipeConfig())
+    one = paper_split(train, tiny_catalog, split, horizon_days=3.0)
+    three = paper_split(train, tiny_catalog, split, horizon_days=3.0, windows=3)
+    assert three.n_users > one.n_users
+    np.testing.assert_array_equal(three.train.user_ids, one.train.user_ids)
+    assert three.train.ts.max() <= split
