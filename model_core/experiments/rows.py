@@ -227,6 +227,8 @@ def _paper_row(
         "index_size": metrics[0].index_size,
         **stats,
     }
+    if scored_on is None:  # for paired comparisons (every row of a file has the same users)
+        row["per_user_recall"] = np.round(per_user, 4).tolist()
     if scored_on is not None:
         row["scored_on"] = scored_on
     if repeat is not None:

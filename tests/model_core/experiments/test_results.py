@@ -97,3 +97,44 @@ def test_headline_pairs_pinnerformer_with_its_files_baseline_and_the_stronger_re
     refs["rows"][0].pop("affordances")
     line = headline_lines([ours, refs])[2]
     assert "sasrec_ce (original recipe): 0.2500" in line
+
+
+def test_paper_headline_pairs_recall_per_user_and_lists_the_history_blend_apart() -> None:
+    """Under the paper protocol the reference is the SASRec objective, paired by per-user
+    recall; the embedding blended with the history is its own line."""
+
+    def paper_row(table: str, variant: str, per_user: list[float]) -> dict[str, Any]:
+        recall = float(np.mean(per_user))
+        row = {
+            "table": table,
+            "variant": variant,
+            "seeds": [0],
+            "eval_users": len(per_user),
+            "recall_at_10": recall,
+            "recall_at_10_ci": [recall / 2, recall * 1.5],
+            "per_user_recall": per_user,
+        }
+        if table not in ("baselines", "upper_bounds"):
+            row |= {"epochs": 3.0, "best_epoch": 2.0, "train_seconds": 60.0}
+        return row
+
+    res = _file(
+        [
+            paper_row("baselines", "history", [0.0, 0.0, 1.0, 0.0]),
+            paper_row("baselines", "item_knn", [0.5, 0.0, 0.0, 0.0]),
+            paper_row("objectives", "sasrec", [0.5, 0.5, 0.0, 0.0]),
+            paper_row("objectives", "dense_all_action", [1.0, 1.0, 0.0, 0.0]),
+            paper_row("with_history", "dense_all_action+history", [1.0, 1.0, 1.0, 0.0]),
+        ],
+        protocol="paper",
+        latest_pin="auto",
+        ema_epochs=1.8,
+    )
+    lines = headline_lines([res])[2:]
+    dense = next(line for line in lines if "| dense_all_action:" in line)
+    cells = [c.strip() for c in dense.strip("|").split("|")]
+    assert cells[3].startswith("history: 0.2500")
+    assert cells[4].startswith("sasrec: 0.2500")
+    assert cells[5].startswith("2.00 [")  # 2 hits over 1, on the same users
+    blend = next(line for line in lines if "dense_all_action+history" in line)
+    assert "| 3.00 [" in blend  # over history: 3 over 1
