@@ -120,7 +120,7 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 
 
 def experiment(args: argparse.Namespace) -> None:
-    from model_core.experiments.runner import Budget, run, write
+    from model_core.experiments.runner import Budget, RecipeOptions, run, write
 
     code = code_version()  # the code that runs: read before a long run, not after it
     columns = {}
@@ -142,6 +142,17 @@ def experiment(args: argparse.Namespace) -> None:
             max_minutes=args.max_minutes if args.max_minutes is not None else default.max_minutes,
             patience=args.patience or default.patience,
         )
+    options = RecipeOptions(
+        item_ids=args.item_ids,
+        negatives=args.negatives,
+        remove_seen=args.remove_seen,
+        windows=args.windows,
+        item_tokens=args.item_tokens,
+        amp=args.amp,
+        item_graph=args.item_graph,
+        latest_pin=args.latest_pin,
+        ema_epochs=args.ema_epochs,
+    )
     result = run(
         args.source,
         args.path,
@@ -151,18 +162,10 @@ def experiment(args: argparse.Namespace) -> None:
         args.quick,
         seeded_tables=tuple(args.seeded_tables.split(",")),
         budget=budget,
-        item_ids=args.item_ids,
+        options=options,
         only=args.variants.split(",") if args.variants else None,
         item_engagement=args.item_engagement,
-        negatives=args.negatives,
-        remove_seen=args.remove_seen,
         eval_windows=args.eval_windows,
-        windows=args.windows,
-        item_tokens=args.item_tokens,
-        amp=args.amp,
-        item_graph=args.item_graph,
-        latest_pin=args.latest_pin,
-        ema_epochs=args.ema_epochs,
         **columns,
     )
     path = f" --path {args.path}" if args.path else ""

@@ -94,20 +94,27 @@ class Budget:
     patience: int = 5  # validation epochs without improvement
 
 
+@dataclass(frozen=True)
+class RecipeOptions:
+    """The `pinner experiment` flags that shape every PinnerFormer variant (`base_recipe`)."""
+
+    item_ids: str = "auto"
+    negatives: Literal["auto", "catalog", "mixed"] = "auto"
+    remove_seen: bool = False
+    windows: Literal["auto", "random", "tiled", "latest"] = "auto"
+    item_tokens: Literal["validated", "auto", "none"] = "validated"
+    amp: Literal["auto", "on", "off"] = "auto"
+    item_graph: Literal["auto", "none"] = "auto"
+    latest_pin: Literal["auto", "none"] = "auto"
+    ema_epochs: float = TrainConfig.ema_epochs
+
+
 def base_recipe(
     data: Data,
     seed: int,
     budget: Budget,
-    item_ids: str = "auto",
     protocol: str = "paper",
-    negatives: Literal["auto", "catalog", "mixed"] = "auto",
-    remove_seen: bool = False,
-    windows: Literal["auto", "random", "tiled", "latest"] = "auto",
-    item_tokens: Literal["validated", "auto", "none"] = "validated",
-    amp: Literal["auto", "on", "off"] = "auto",
-    item_graph: Literal["auto", "none"] = "auto",
-    latest_pin: Literal["auto", "none"] = "auto",
-    ema_epochs: float = TrainConfig.ema_epochs,
+    options: RecipeOptions = RecipeOptions(),
 ) -> RecipeConfig:
     """The recipe every variant changes: the paper's model with learned item ids (beyond the
     paper; `item_ids="none"` is the paper's content-only tower), dropout on small logs. Under
@@ -128,18 +135,19 @@ def base_recipe(
     (`ModelConfig.latest_pin`); "none" and the content-only tower: the paper's user tower alone.
     `ema_epochs`: validation and the scored model use a moving average of the weights
     (`TrainConfig.ema_epochs`; 0 = off). `amp`: PinnerFormer's bf16 autocast (`TrainConfig.amp`; the
-    reference SASRecs train in fp32)."""
+    reference SASRecs train in fp32). The names are `options`' fields."""
+    o = options
     small = len(data.timelines.ts) < SMALL_LOG_ACTIONS
-    exact = negatives == "catalog" or (
-        negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
+    exact = o.negatives == "catalog" or (
+        o.negatives == "auto" and len(data.catalog) <= EXACT_SOFTMAX_MAX_ITEMS
     )
     loo = protocol == "leave_one_out"
-    ends = "random" if windows == "auto" and not loo else windows
+    ends = "random" if o.windows == "auto" and not loo else o.windows
     items = ItemOptions(
-        ids=item_ids,
-        tokens="auto" if item_tokens == "validated" else item_tokens,
-        graph=item_graph,
-        latest_pin=latest_pin,
+        ids=o.item_ids,
+        tokens="auto" if o.item_tokens == "validated" else o.item_tokens,
+        graph=o.item_graph,
+        latest_pin=o.latest_pin,
     )
     return build_recipe(
         data.features,
@@ -158,11 +166,11 @@ def base_recipe(
             max_minutes=budget.max_minutes,
             seed=seed,
             log_every=50,
-            amp=amp,
-            ema_epochs=ema_epochs,
+            amp=o.amp,
+            ema_epochs=o.ema_epochs,
         ),
         loss=LossConfig(negatives="catalog" if exact else "mixed"),
-        eval=EvalConfig(seed=0, remove_seen=remove_seen),
+        eval=EvalConfig(seed=0, remove_seen=o.remove_seen),
     )
 
 
@@ -285,17 +293,9 @@ def run(
     quick: bool,
     seeded_tables: tuple[str, ...] = ("objectives", "peers"),
     budget: Budget | None = None,
-    item_ids: str = "auto",
+    options: RecipeOptions = RecipeOptions(),
     only: list[str] | None = None,
     item_engagement: Literal["positive", "all"] = "all",
-    negatives: Literal["auto", "catalog", "mixed"] = "auto",
-    remove_seen: bool = False,
-    windows: Literal["auto", "random", "tiled", "latest"] = "auto",
-    item_tokens: Literal["validated", "auto", "none"] = "validated",
-    amp: Literal["auto", "on", "off"] = "auto",
-    item_graph: Literal["auto", "none"] = "auto",
-    latest_pin: Literal["auto", "none"] = "auto",
-    ema_epochs: float = TrainConfig.ema_epochs,
     eval_windows: int = 1,
     **columns: Any,
 ) -> dict[str, Any]:
@@ -313,21 +313,7 @@ def run(
         budget = Budget(max_epochs=3, max_minutes=0.5, patience=2) if quick else Budget()
     data = load(source, path, quick, protocol, item_engagement, eval_windows, **columns)
 
-    base = functools.partial(
-        base_recipe,
-        data,
-        budget=budget,
-        item_ids=item_ids,
-        protocol=protocol,
-        negatives=negatives,
-        remove_seen=remove_seen,
-        windows=windows,
-        item_tokens=item_tokens,
-        amp=amp,
-        item_graph=item_graph,
-        latest_pin=latest_pin,
-        ema_epochs=ema_epochs,
-    )
+    base = functools.partial(base_recipe, data, budget=budget, protocol=protocol, options=options)
 
     rows: list[dict[str, Any]] = []
     if protocol == "paper":
@@ -345,27 +331,21 @@ def run(
         chosen = chosen_history_scorers(data, split)
         rows += loo_history_rows(loo, chosen)
     blend = Blend(data.catalog, chosen["history"][0], split)
-    fits = FitCache(data, split, budget, validate_tokens=item_tokens == "validated")
+    fits = FitCache(data, split, budget, validate_tokens=options.item_tokens == "validated")
     for table in tables:
         table_seeds = seeds if table in seeded_tables else seeds[:1]
         if protocol == "paper":
             rows += paper_rows(data, table, base, table_seeds, es, fits, only, blend)
         else:
             rows += loo_rows(data, table, base, table_seeds, loo, fits, only, blend)
-    options = {
-        "item_ids": item_ids,
-        "item_tokens": item_tokens,
-        "item_graph": item_graph,
-        "latest_pin": latest_pin,
-        "ema_epochs": ema_epochs,
-        "amp": amp,
+    settings = {
+        **dataclasses.asdict(options),
         "negatives": base(seeds[0]).loss.negatives,
-        "windows": windows,
-        "remove_seen": remove_seen if protocol == "paper" else None,
+        "remove_seen": options.remove_seen if protocol == "paper" else None,
         "eval_windows": eval_windows if protocol == "paper" else None,
         "item_engagement": item_engagement if source != "synthetic" else None,
     }
-    return _result(data, protocol, budget, options, split.n_users, rows)
+    return _result(data, protocol, budget, settings, split.n_users, rows)
 
 
 def _result(

@@ -39,11 +39,13 @@ def test_experiment_quick_with_variants_and_cap(tmp_path: Path) -> None:
         ]
     )  # fmt: skip
     res = json.loads(out.read_text())
-    trained = [r for r in res["rows"] if r["table"] not in ("baselines", "upper_bounds")]
+    trained = [r for r in res["rows"] if r["table"] in ("objectives", "peers")]
     assert [r["variant"] for r in trained] == [
         "dense_all_action_k28",
         "sasrec_ce",
     ]
+    blended = [r["variant"] for r in res["rows"] if r["table"] == "with_history"]
+    assert blended == ["dense_all_action_k28+history", "sasrec_ce+history"]
     assert "--variants dense_all_action_k28,sasrec_ce" in res["command"]
     assert res["budget"]["max_minutes"] == 0.05
     assert "--amp on" in res["command"]

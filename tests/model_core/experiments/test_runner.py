@@ -12,7 +12,14 @@ from model_core.evaluation.leave_one_out import leave_one_out
 from model_core.experiments.data import load
 from model_core.experiments.publish import render_files
 from model_core.experiments.rows import baseline_table
-from model_core.experiments.runner import Budget, FitCache, base_recipe, run, write
+from model_core.experiments.runner import (
+    Budget,
+    FitCache,
+    RecipeOptions,
+    base_recipe,
+    run,
+    write,
+)
 from model_core.experiments.tables import PEERS, TABLES, variants
 from model_core.training.recipe import RecipeConfig
 from model_core.training.validation import leave_one_out_split
@@ -247,7 +254,7 @@ def test_validated_token_vectors_are_kept_only_where_they_win_on_validation() ->
     variant = variants("objectives", data, ["dense_all_action"])["dense_all_action"]
 
     def recipe(seed: int) -> RecipeConfig:
-        r = base_recipe(data, seed, TINY, "auto", "leave_one_out", item_tokens="validated")
+        r = base_recipe(data, seed, TINY, "leave_one_out", RecipeOptions(item_tokens="validated"))
         return variant.change(r)
 
     model, stats = trainer(variant, recipe(0))
@@ -263,6 +270,6 @@ def test_validated_token_vectors_are_kept_only_where_they_win_on_validation() ->
     assert later["item_tokens"] == choice["kept"]
     # "auto" keeps them without asking the validation split.
     plain = FitCache(data, split, TINY)
-    _, auto = plain(variant, variant.change(base_recipe(data, 0, TINY, "auto", "leave_one_out")))
+    _, auto = plain(variant, variant.change(base_recipe(data, 0, TINY, "leave_one_out")))
     assert auto["item_tokens"]
     assert "token_choice" not in auto
