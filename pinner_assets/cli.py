@@ -152,6 +152,7 @@ def experiment(args: argparse.Namespace) -> None:
         item_graph=args.item_graph,
         latest_pin=args.latest_pin,
         ema_epochs=args.ema_epochs,
+        item_id_dropout=args.item_id_dropout,
     )
     result = run(
         args.source,
@@ -179,7 +180,8 @@ def experiment(args: argparse.Namespace) -> None:
         f"--protocol {args.protocol} --seeds {args.seeds} --seeded-tables {args.seeded_tables}"
         f" --item-ids {args.item_ids} --item-tokens {args.item_tokens}"
         f" --item-graph {args.item_graph} --latest-pin {args.latest_pin}"
-        f" --ema-epochs {args.ema_epochs:g} --amp {args.amp}"
+        f" --ema-epochs {args.ema_epochs:g} --item-id-dropout {args.item_id_dropout:g}"
+        f" --amp {args.amp}"
         f" --item-engagement {args.item_engagement}"
         f" --negatives {args.negatives} --windows {args.windows}{flags}"
         f"{' --remove-seen' if args.remove_seen else ''}"
@@ -313,6 +315,14 @@ def _add_recipe_options(e: argparse.ArgumentParser) -> None:
         help="beyond the paper: validation, early stopping and the scored model use an "
         "exponential moving average of PinnerFormer's weights with a memory of this many epochs "
         "(decay per step 1 - 1 / (epochs x steps per epoch)); 0 = the raw weights",
+    )
+    e.add_argument(
+        "--item-id-dropout",
+        type=float,
+        default=0.0,
+        help="beyond the paper: with learned ids, drop each item's id vector from its "
+        "embedding with this probability in training, so that the content path alone places "
+        "items new since training; 0 = never",
     )
     e.add_argument(
         "--amp",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from model_core.evaluation.statistics import per_user_ndcg, ratio_ci
-from model_core.experiments.results import ROW_RECIPE, is_default_recipe, setting_key
+from model_core.experiments.results import is_default_recipe, row_recipe, setting_key
 from model_core.experiments.rows import baseline_table
 
 METRIC = {"leave_one_out": "ndcg_at_10", "paper": "recall_at_10"}
@@ -85,7 +85,7 @@ def headline_lines(results: list[dict[str, Any]]) -> list[str]:
         base = _best([r for r in scorers if baseline_table(r["variant"]) == "baselines"], metric)
         # a file made before the history scorers existed has a weaker set of baselines
         partial = "" if {"history", "item_knn"} <= {r["variant"] for r in scorers} else " ¹"
-        recipe = {"code": res.get("code"), **{k: res.get(k) for k in ROW_RECIPE}}
+        recipe = {"code": res.get("code"), **row_recipe(res)}
         # the paper protocol's reference is also PinnerFormer trained on the SASRec objective
         sasrec = [
             {**r, **recipe}

@@ -138,6 +138,7 @@ def _label(row: dict[str, Any]) -> str:
     notes = [] if row.get("windows") in (None, "random") else [f"{row['windows']} windows"]
     notes += ["tokens chosen on validation"] if row.get("token_choice") else []
     notes += ["bf16"] if row.get("bf16") else []
+    notes += [f"id dropout {row['item_id_dropout']:g}"] if row.get("item_id_dropout") else []
     if not is_default_recipe(row):
         notes += [
             "original recipe: constant lr, no weight average"
@@ -328,7 +329,12 @@ SETTING = ("dataset", "protocol", "item_ids", "negatives", "remove_seen", "split
 
 # File-level recipe settings every trained row carries into a merged section, so that rows of the
 # same variant made under another recipe stay apart and say so.
-ROW_RECIPE = ("latest_pin", "ema_epochs")
+ROW_RECIPE = ("latest_pin", "ema_epochs", "item_id_dropout")
+
+
+def row_recipe(res: dict[str, Any]) -> dict[str, Any]:
+    """A file's `ROW_RECIPE` flags; an off flag (0, absent in older files) is None."""
+    return {k: res.get(k) or None for k in ROW_RECIPE}
 
 
 def merge(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -360,7 +366,7 @@ def _with_file_settings(row: dict[str, Any], res: dict[str, Any]) -> dict[str, A
         return {**row, "table": baseline_table(row["variant"])}
     if "epochs" not in row:
         return row
-    recipe = {k: res.get(k) for k in ROW_RECIPE}
+    recipe = row_recipe(res)
     return {"budget": res.get("budget"), "code": res.get("code"), **recipe, **row}
 
 

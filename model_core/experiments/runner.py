@@ -107,6 +107,7 @@ class RecipeOptions:
     item_graph: Literal["auto", "none"] = "auto"
     latest_pin: Literal["auto", "none"] = "auto"
     ema_epochs: float = TrainConfig.ema_epochs
+    item_id_dropout: float = 0.0
 
 
 def base_recipe(
@@ -148,6 +149,7 @@ def base_recipe(
         tokens="auto" if o.item_tokens == "validated" else o.item_tokens,
         graph=o.item_graph,
         latest_pin=o.latest_pin,
+        id_dropout=o.item_id_dropout,
     )
     return build_recipe(
         data.features,

@@ -80,6 +80,11 @@ class ModelConfig:
     # neighbours (`model_core.features.item_graph`; fit builds them from the training timelines and
     # narrows this to the widest row). 0: no graph layer.
     item_neighbors: int = 0
+    # Beyond the paper, for items new since training: in training, each item's learned id vector
+    # is dropped from its pin-tower embedding with this probability (per item and step), so the
+    # content path also learns to place an item alone — what every item without an id row (new
+    # since training) has (DropoutNet, Volkovs et al., NeurIPS 2017). 0: never dropped.
+    item_id_dropout: float = 0.0
     # Beyond the paper: the user embedding adds a learned share (init LATEST_PIN_INIT) of its
     # latest pin's embedding (`PinnerFormer.user_at`). False: the paper's user tower alone.
     latest_pin: bool = False
@@ -203,20 +208,31 @@ class PinTower(nn.Module):
     """content [N, C] (+ pin_ids [N] int64 when ids are learned) → [N, D] unit norm."""
 
     def __init__(
-        self, content_dim: int, hidden: int, out_dim: int, item_ids: ItemIds | None = None
+        self,
+        content_dim: int,
+        hidden: int,
+        out_dim: int,
+        item_ids: ItemIds | None = None,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        assert 0.0 <= id_dropout < 1.0, f"id_dropout must be in [0, 1), got {id_dropout}"
         self.mlp = nn.Sequential(
             nn.Linear(content_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
         )
         self.item_ids = item_ids  # [*, D] added to the MLP output: what content alone misses
+        self.id_dropout = id_dropout  # `ModelConfig.item_id_dropout`
 
     def forward(self, content: torch.Tensor, pin_ids: torch.Tensor | None = None) -> torch.Tensor:
         assert content.dim() == 2, f"content must be [N, C], got {tuple(content.shape)}"
         h = row_bucketed(self.mlp, content)  # (N, D)
         if self.item_ids is not None:
             assert pin_ids is not None, "this pin tower embeds pin ids: pass pin_ids"
-            h = h + self.item_ids(pin_ids)
+            ids = self.item_ids(pin_ids)
+            if self.training and self.id_dropout:  # some items as if new: content alone
+                keep = torch.rand(len(ids), 1, device=ids.device) >= self.id_dropout
+                ids = ids * keep.to(ids.dtype)
+            h = h + ids
         return F.normalize(h.float(), dim=-1)
 
 
@@ -252,7 +268,11 @@ class PinnerFormer(nn.Module):
                 item_ids.set_vocab(item_vocab, item_tokens, item_neighbors)
         self.user_tower = UserTower(config, item_ids if config.item_ids_in_input else None)
         self.pin_tower = PinTower(
-            config.features.content_dim, config.pin_hidden, config.out_dim, item_ids
+            config.features.content_dim,
+            config.pin_hidden,
+            config.out_dim,
+            item_ids,
+            config.item_id_dropout,
         )
         self.log_temperature = nn.Parameter(torch.tensor(config.init_temperature).log())
         self.latest_pin_weight = (

@@ -59,6 +59,7 @@ class ItemOptions:
     tokens: str = "auto"  # with a full id table, vectors of the items' metadata tokens; none
     graph: str = "auto"  # with a full id table, the co-engagement graph layer; none
     latest_pin: str = "none"  # auto: the user embedding adds a share of its latest pin's
+    id_dropout: float = 0.0  # with learned ids, `ModelConfig.item_id_dropout`
 
     def model_fields(self, n_items: int, tokens: np.ndarray | None) -> dict[str, Any]:
         """ModelConfig fields for a catalogue of `n_items` whose items carry `tokens`."""
@@ -67,6 +68,7 @@ class ItemOptions:
             **token_fields(tokens, n_items, self.ids, self.tokens),
             **neighbor_fields(n_items, self.ids, self.graph),
             "latest_pin": latest_pin_on(self.latest_pin, self.ids),
+            "item_id_dropout": self.id_dropout if self.ids != "none" else 0.0,
         }
 
 

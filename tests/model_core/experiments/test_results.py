@@ -52,6 +52,12 @@ def test_rows_of_another_recipe_are_kept_apart_and_marked() -> None:
     text = render(merged, [], [])
     assert "| sasrec (older recipe: no latest pin, no weight average) | " in text
     assert "| sasrec | n/a | 0.0400" in text  # HR@10 is not in these rows
+    # an item-id dropout run is a row of its own; a file that records dropout 0 is the default
+    dropout = _file([_row("objectives", "sasrec", 0.05)], latest_pin="auto", ema_epochs=1.8)
+    off = {**dropout, "item_id_dropout": 0.0}
+    merged = merge([newer, off, {**dropout, "item_id_dropout": 0.5}])
+    assert [r["ndcg_at_10"] for r in merged[0]["rows"]] == [0.04, 0.05]  # off merges into newer
+    assert "| sasrec (id dropout 0.5) | n/a | 0.0500" in render(merged, [], [])
 
 
 def test_target_reading_scorers_are_upper_bounds_never_baselines() -> None:

@@ -259,3 +259,28 @@ def test_latest_pin_is_on_only_where_ids_are_learned() -> None:
     assert not latest_pin_on("none", "auto")
     with pytest.raises(ValueError, match="latest pin"):
         latest_pin_on("on", "auto")
+
+
+def test_item_id_dropout_leaves_some_items_their_content_alone_in_training_only() -> None:
+    """In training each item's id vector is dropped with probability p, its embedding then the
+    content path alone (what an item new since training has); in eval nothing is dropped."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        features=FEATURES, max_len=16, hidden=32, n_heads=4, out_dim=16, item_id_vocab=50,
+        item_id_dropout=0.5,
+    )  # fmt: skip
+    m = PinnerFormer(cfg, item_vocab=np.arange(100, 150))
+    with torch.no_grad():
+        m.pin_tower.item_ids.table.weight.normal_(0, 1.0)  # type: ignore[union-attr]
+    content, ids = torch.randn(400, C), torch.arange(100, 150).repeat(8)
+    with torch.no_grad():
+        content_alone = F.normalize(m.pin_tower.mlp(content), dim=-1)
+        m.eval()
+        full = m.pin_tower(content, ids)
+        assert_close(m.pin_tower(content, ids), full)
+        m.train()
+        dropped = (m.pin_tower(content, ids) - content_alone).norm(dim=1) < 1e-5
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert not (full - content_alone).norm(dim=1).lt(1e-5).any()
+    with pytest.raises(AssertionError, match="id_dropout"):
+        PinnerFormer(dataclasses.replace(cfg, item_id_dropout=1.0))
