@@ -44,9 +44,12 @@ latest() {  # leave-one-out, the default recipe (a later --tables replaces "obje
     "${DEFAULT[@]}" "$@"
 }
 
-paper() {  # the paper's 14-day protocol, both objectives, the default recipe, 3 minutes a seed
-  timed $PINNER experiment --protocol paper --tables objectives \
-    --variants dense_all_action,sasrec --seeds 0,1,2 --max-minutes 3 "${DEFAULT[@]}" "$@"
+paper() {  # the paper's 14-day protocol on 4 pooled windows after the training cut: Table 3's
+  # two objectives and Table 2 (once / daily / realtime), 3 seeds, 3 minutes a seed (a later
+  # --max-minutes replaces it)
+  timed $PINNER experiment --protocol paper --tables objectives,inference \
+    --seeded-tables objectives,inference,peers --variants dense_all_action,sasrec \
+    --seeds 0,1,2 --eval-windows 4 --max-minutes 3 "${DEFAULT[@]}" "$@"
 }
 
 stream1() {
@@ -72,7 +75,7 @@ stream2() {
   timed $PINNER experiment --source amazon --path "$AZ" --protocol leave_one_out \
     --tables peers --variants sasrec_reference --seeds 0 --max-minutes 6 \
     --out $OUT/amazon_loo_bce.json
-  paper --source amazon --path "$AZ" --remove-seen --out $OUT/amazon_paper.json
+  paper --source amazon --path "$AZ" --remove-seen --max-minutes 4 --out $OUT/amazon_paper.json
 }
 
 begin=$SECONDS

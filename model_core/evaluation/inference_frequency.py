@@ -30,10 +30,12 @@ from model_core.evaluation.metrics import (
     exact_topk,
     interest_entropy,
     p90_coverage,
+    per_user_recall,
+    positive_hits,
     positive_scores,
-    recall_at_k,
 )
 from model_core.evaluation.paper_protocol import EvalSet
+from model_core.evaluation.seen import Seen
 from model_core.inference.embed import embed_pins, embed_windows
 from model_core.model.pinnerformer import PinnerFormer
 
@@ -69,6 +71,20 @@ def window_ends(timelines: Timelines, user: np.ndarray, cutoff: np.ndarray) -> n
     return ends
 
 
+def state_seen(es: EvalSet, user: np.ndarray, ends: np.ndarray) -> Seen:
+    """The index positions each embedding state ([S] user rows of es.timelines, [S] flat rows of
+    their last readable action) has seen: every item of the user's timeline up to that action,
+    so that with `EvalConfig.remove_seen` a state's ranking leaves out what its user had
+    engaged with by then, as the evaluation at t leaves out the history up to t."""
+    tl = es.timelines
+    starts = tl.offsets[user]
+    counts = ends - starts + 1
+    owner = np.repeat(np.arange(len(user)), counts)
+    rows = np.arange(counts.sum()) + np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    pairs = np.unique(np.stack([owner, tl.pin_row[rows]], axis=1), axis=0)
+    return Seen.from_pairs(pairs[:, 0], pairs[:, 1], len(user)).in_index(es.index_rows)
+
+
 def inference_frequency_metrics(
     model: PinnerFormer,
     eval_set: EvalSet,
@@ -93,10 +109,11 @@ def inference_frequency_metrics(
         state_of_positive = state_of_positive.reshape(-1)
         ends = window_ends(es.timelines, states[:, 0], states[:, 1])
         state_vecs = embed_windows(model, es.timelines, catalog, ends)
-        top_s, top_i = exact_topk(state_vecs, index_vecs, max(k + 1, entropy_k))
+        seen = None if es.seen is None else state_seen(es, states[:, 0], ends)
+        top_s, top_i = exact_topk(state_vecs, index_vecs, max(k + 1, entropy_k), exclude=seen)
         pos_s = positive_scores(state_vecs, state_of_positive, pin_emb[es.positive_pin_row])
-        # Each state is a "user" of recall_at_k with one positive; average per real user after.
-        hit = recall_at_k(
+        # Each state is a "user" with one positive; recall is averaged per real user after.
+        hit = positive_hits(
             np.arange(len(pos_s)),
             pos_s,
             top_s[state_of_positive],
@@ -104,15 +121,14 @@ def inference_frequency_metrics(
             top_i[state_of_positive],
             index_positions(es.index_rows, es.positive_pin_row),
         )
-        n_pos = np.bincount(es.positive_user, minlength=n_users)
-        n_hit = np.bincount(es.positive_user, weights=hit, minlength=n_users)
-        per_user = n_hit[n_pos > 0] / n_pos[n_pos > 0]
+        per_user = per_user_recall(es.positive_user, hit, n_users)
+        per_user = per_user[~np.isnan(per_user)]
         out[mode] = RetrievalMetrics(
             recall_at_k=float(per_user.mean()),
             p90_coverage_at_k=p90_coverage(top_i[:, :k], len(es.index_rows)),
             interest_entropy_at_k=interest_entropy(top_i[:, :entropy_k], topics),
             per_user_recall=per_user,
-            n_users=int((n_pos > 0).sum()),
+            n_users=len(per_user),
             n_positives=int(len(es.positive_user)),
             index_size=int(len(es.index_rows)),
             k=k,

@@ -28,10 +28,11 @@ class Seen:
         """Catalogue rows of every action in each user's history."""
         owner = np.repeat(np.arange(history.n_users), history.lengths)
         pairs = np.unique(np.stack([owner, history.pin_row], axis=1), axis=0)  # sorted by owner
-        return cls._from_pairs(pairs[:, 0], pairs[:, 1], history.n_users)
+        return cls.from_pairs(pairs[:, 0], pairs[:, 1], history.n_users)
 
     @classmethod
-    def _from_pairs(cls, owner: np.ndarray, rows: np.ndarray, n_users: int) -> Seen:
+    def from_pairs(cls, owner: np.ndarray, rows: np.ndarray, n_users: int) -> Seen:
+        """From (owner, row) pairs ([S] each) sorted by owner, rows distinct per owner."""
         counts = np.bincount(owner, minlength=n_users)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return cls(offsets, rows.astype(np.int64))
@@ -46,7 +47,7 @@ class Seen:
         outside the index are dropped."""
         pos = index_positions(index_rows, self.rows)
         keep = pos >= 0
-        return Seen._from_pairs(self.owner[keep], pos[keep], len(self.offsets) - 1)
+        return Seen.from_pairs(self.owner[keep], pos[keep], len(self.offsets) - 1)
 
     def take(self, users: np.ndarray) -> Seen:
         """The sets of `users` ([Q] int64 user rows), in that order."""
