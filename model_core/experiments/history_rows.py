@@ -66,9 +66,11 @@ def chosen_history_scorers(
 
 
 # The tables whose models also get a `<variant>+history` row (`Blend`), and the history weights
-# it chooses among on the validation split (0 = the embedding alone).
+# it chooses among on the validation split: 0 = the embedding alone; unit-norm dot products lie
+# in [-1, 1], so from 2 on the user's top history item outranks every other item, and at 1000
+# the whole history comes first in its own order, the embedding ranking the rest.
 BLENDED_TABLES = frozenset({"objectives", "peers"})
-HISTORY_WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+HISTORY_WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 1000.0)
 
 
 @dataclass(frozen=True)
