@@ -46,7 +46,7 @@ from model_core.training.loss import LossConfig
 from model_core.training.sampler import SequenceSampler
 from model_core.training.schedule import fitted_schedule, lr_at
 from model_core.training.sketch import CountMinSketch
-from model_core.training.step import StepLoss
+from model_core.training.step import StepLoss, StepOutput
 from model_core.training.weight_average import averaged
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,31 @@ def _keep_served(
         model.load_state_dict(ema.module.state_dict())
 
 
+def _update(
+    step_loss: StepLoss,
+    models: tuple[torch.nn.Module, PinnerFormer],
+    opt: torch.optim.Optimizer,
+    ema: AveragedModel | None,
+    step: int,
+    lr: float,
+    cfg: TrainConfig,
+) -> tuple[StepOutput, torch.Tensor]:
+    """One optimizer step at learning rate `lr` on (the DDP wrapper or the model, the model):
+    the step's loss, its gradients clipped, the update, the weight average. Returns the step's
+    output and the gradient norm before clipping."""
+    ddp_model, raw_model = models
+    for group in opt.param_groups:
+        group["lr"] = lr
+    out = step_loss(ddp_model, raw_model, step)
+    opt.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update_parameters(raw_model)
+    return out, grad_norm
+
+
 def train(
     model: PinnerFormer,
     sampler: SequenceSampler,
@@ -259,15 +284,7 @@ def train(
     schedule = n_steps  # shortened to fit `max_minutes` (`fitted_schedule`)
     while step < last:
         lr = lr_at(step, cfg, schedule)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        out = step_loss(ddp_model, raw_model, step)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update_parameters(raw_model)
+        out, grad_norm = _update(step_loss, (ddp_model, raw_model), opt, ema, step, lr, cfg)
         seqs += out.sequences * n_ranks
         step += 1
         elapsed = time.perf_counter() - t0
