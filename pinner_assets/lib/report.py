@@ -127,25 +127,10 @@ def write_evaluation_report(
     assert np.isfinite(user_emb_today).all(), "user_emb_today has NaN or inf"
     assert max_rows >= MIN_DRIFT_ROWS, f"max_rows must be >= {MIN_DRIFT_ROWS}, got {max_rows}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    dim = user_emb_today.shape[1]
-    cols = [f"e{i}" for i in range(dim)]
-    definition = DataDefinition(embeddings={EMBEDDINGS_NAME: cols}, numerical_columns=cols)
-    current = Dataset.from_pandas(
-        pd.DataFrame(_subsample(user_emb_today, max_rows, rng), columns=cols),
-        data_definition=definition,
+    note = no_reference_note or _no_reference_reason(user_emb_yesterday, user_emb_today.shape[1])
+    current, reference = _datasets(
+        user_emb_today, None if note else user_emb_yesterday, max_rows, seed
     )
-
-    reference: Dataset | None = None
-    note = no_reference_note or _no_reference_reason(user_emb_yesterday, dim)
-    if note is None:
-        assert user_emb_yesterday is not None
-        assert np.isfinite(user_emb_yesterday).all(), "user_emb_yesterday has NaN or inf"
-        reference = Dataset.from_pandas(
-            pd.DataFrame(_subsample(user_emb_yesterday, max_rows, rng), columns=cols),
-            data_definition=definition,
-        )
-
     sections: list[Any] = [ReportNote(title="Run", text=_run_summary(metrics))]
     if reference is not None:
         drift_method = _model_drift(threshold=DRIFT_THRESHOLD, bootstrap=False)
@@ -180,6 +165,24 @@ def write_evaluation_report(
     with _atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return ReportPaths(json_path, html_path, drift_score, drift_detected)
+
+
+def _datasets(
+    today: np.ndarray, yesterday: np.ndarray | None, max_rows: int, seed: int
+) -> tuple[Dataset, Dataset | None]:
+    """Evidently's current dataset (today's embeddings) and reference (yesterday's; None when
+    there is none to compare with), each subsampled to at most `max_rows` rows (seeded)."""
+    rng = np.random.default_rng(seed)
+    cols = [f"e{i}" for i in range(today.shape[1])]
+    definition = DataDefinition(embeddings={EMBEDDINGS_NAME: cols}, numerical_columns=cols)
+
+    def dataset(emb: np.ndarray) -> Dataset:
+        frame = pd.DataFrame(_subsample(emb, max_rows, rng), columns=cols)
+        return Dataset.from_pandas(frame, data_definition=definition)
+
+    if yesterday is not None:
+        assert np.isfinite(yesterday).all(), "user_emb_yesterday has NaN or inf"
+    return dataset(today), None if yesterday is None else dataset(yesterday)
 
 
 def _drift_score(snapshot: Any) -> float:
