@@ -111,8 +111,8 @@ def _mean_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     scores = [s["validation"] for s in stats if s.get("validation") is not None]
     if scores:  # the early-stopping score at the kept weights (validation NDCG@10 or Recall@10)
         out["validation"] = round(float(np.mean(scores)), 5)
-    keys = ("windows", "item_tokens", "item_neighbors", "bf16", "token_choice")
-    for key in keys:  # PinnerFormer rows only
+    keys = ("windows", "item_tokens", "item_neighbors", "bf16", "token_choice", "affordances")
+    for key in keys:  # PinnerFormer rows; `affordances`: the reference SASRecs
         if key in stats[0]:
             out[key] = stats[0][key]
     return out

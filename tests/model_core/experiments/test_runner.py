@@ -136,6 +136,8 @@ def test_peers_and_variant_filter() -> None:
     trained = [(r["table"], r["variant"]) for r in res["rows"] if r["table"] not in scorers]
     objectives = [("objectives", "sasrec"), ("objectives", "dense_all_action_k28")]
     assert trained == objectives + [("peers", p) for p in PEERS]
+    # the references train with PinnerFormer's affordances, and their rows say so
+    assert all(r["affordances"] for r in res["rows"] if r["table"] == "peers")
     blended = [r for r in res["rows"] if r["table"] == "with_history"]
     assert [r["variant"] for r in blended] == [f"{v}+history" for _, v in trained]
     for row in blended:
