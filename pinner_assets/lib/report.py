@@ -145,26 +145,18 @@ def write_evaluation_report(
         snapshot = Report(sections).run(current, reference)
 
     drift_score = None if reference is None else _drift_score(snapshot)
-    drift_detected = None if drift_score is None else drift_score > DRIFT_THRESHOLD
-
     html_path = out_dir / "report.html"
     with _atomic_path(html_path) as tmp:
         snapshot.save_html(str(tmp))
 
     payload = _jsonable(dict(metrics))
-    payload["embedding_drift"] = {
-        "method": DRIFT_METHOD,
-        "score": drift_score,
-        "detected": drift_detected,
-        "threshold": DRIFT_THRESHOLD,
-        "current_rows": int(user_emb_today.shape[0]),
-        "reference_rows": None if user_emb_yesterday is None else int(user_emb_yesterday.shape[0]),
-        "note": note,
-    }
+    payload["embedding_drift"] = _drift_payload(
+        drift_score, user_emb_today, user_emb_yesterday, note
+    )
     json_path = out_dir / "metrics.json"
     with _atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    return ReportPaths(json_path, html_path, drift_score, drift_detected)
+    return ReportPaths(json_path, html_path, drift_score, payload["embedding_drift"]["detected"])
 
 
 def _datasets(
@@ -183,6 +175,22 @@ def _datasets(
     if yesterday is not None:
         assert np.isfinite(yesterday).all(), "user_emb_yesterday has NaN or inf"
     return dataset(today), None if yesterday is None else dataset(yesterday)
+
+
+def _drift_payload(
+    score: float | None, today: np.ndarray, yesterday: np.ndarray | None, note: str | None
+) -> dict[str, Any]:
+    """The drift verdict as written to JSON: method, score, detected, threshold, both sides'
+    row counts and the note saying why there is no reference (None when there is one)."""
+    return {
+        "method": DRIFT_METHOD,
+        "score": score,
+        "detected": None if score is None else score > DRIFT_THRESHOLD,
+        "threshold": DRIFT_THRESHOLD,
+        "current_rows": int(today.shape[0]),
+        "reference_rows": None if yesterday is None else int(yesterday.shape[0]),
+        "note": note,
+    }
 
 
 def _drift_score(snapshot: Any) -> float:
@@ -206,45 +214,30 @@ def write_drift_report(
     assert user_emb_today.ndim == 2, f"user_emb_today must be [U, D], got {user_emb_today.shape}"
     assert user_emb_today.shape[0] > 0, "user_emb_today has no rows"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    cols = [f"e{i}" for i in range(user_emb_today.shape[1])]
-    definition = DataDefinition(embeddings={EMBEDDINGS_NAME: cols}, numerical_columns=cols)
-
-    def dataset(emb: np.ndarray) -> Dataset:
-        frame = pd.DataFrame(_subsample(emb, max_rows, rng), columns=cols)
-        return Dataset.from_pandas(frame, data_definition=definition)
-
     note = note or _no_reference_reason(user_emb_yesterday, user_emb_today.shape[1])
+    current, reference = _datasets(
+        user_emb_today, None if note else user_emb_yesterday, max_rows, seed
+    )
     score: float | None = None
-    if note is None:
-        assert user_emb_yesterday is not None
+    if reference is not None:
         method = _model_drift(threshold=DRIFT_THRESHOLD, bootstrap=False)
         sections: list[Any] = [
             EmbeddingsDrift(embeddings_name=EMBEDDINGS_NAME, drift_method=method)
         ]
         with tsne_replaced_by_pca():
-            snapshot = Report(sections).run(dataset(user_emb_today), dataset(user_emb_yesterday))
+            snapshot = Report(sections).run(current, reference)
         score = _drift_score(snapshot)
     else:
         sections = [ReportNote(title="Embedding drift", text=f"No reference: {note}")]
-        snapshot = Report(sections).run(dataset(user_emb_today), None)
+        snapshot = Report(sections).run(current, None)
     html_path = out_dir / "drift.html"
     with _atomic_path(html_path) as tmp:
         snapshot.save_html(str(tmp))
-    detected = None if score is None else score > DRIFT_THRESHOLD
-    payload = {
-        "method": DRIFT_METHOD,
-        "score": score,
-        "detected": detected,
-        "threshold": DRIFT_THRESHOLD,
-        "current_rows": int(user_emb_today.shape[0]),
-        "reference_rows": None if user_emb_yesterday is None else int(user_emb_yesterday.shape[0]),
-        "note": note,
-    }
+    payload = _drift_payload(score, user_emb_today, user_emb_yesterday, note)
     json_path = out_dir / "drift.json"
     with _atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    return ReportPaths(json_path, html_path, score, detected)
+    return ReportPaths(json_path, html_path, score, payload["detected"])
 
 
 def _no_reference_reason(yesterday: np.ndarray | None, dim: int) -> str | None:

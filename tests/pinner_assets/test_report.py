@@ -183,3 +183,18 @@ def test_long_training_curve_is_thinned_keeping_both_ends() -> None:
     assert curve.steps[0] == 0.0
     assert curve.steps[-1] == rows[-1]["step"]
     assert list(curve.series) == ["loss"]
+
+
+def test_drift_report_alone_gives_the_evaluation_reports_verdict(tmp_path: Path) -> None:
+    """The embedding_drift asset's report: the same score, verdict and JSON fields as the drift
+    section of the evaluation report, and a note instead on the first day."""
+    shifted = _unit(_sphere(4) + _unit(np.random.default_rng(3).standard_normal((1, D))))
+    alone = report.write_drift_report(tmp_path / "alone", shifted, _sphere(2))
+    full = write_evaluation_report(tmp_path / "full", _metrics(), shifted, _sphere(2))
+    assert alone.drift_score == pytest.approx(full.drift_score)
+    assert alone.drift_detected is full.drift_detected is True
+    written = json.loads(alone.metrics_json.read_text())
+    assert written == json.loads(full.metrics_json.read_text())["embedding_drift"]
+    first = report.write_drift_report(tmp_path / "first", shifted, None)
+    assert first.drift_score is None
+    assert "first day" in json.loads(first.metrics_json.read_text())["note"]
