@@ -53,25 +53,21 @@ log = logging.getLogger(__name__)
 
 def _report(row: dict[str, Any]) -> dict[str, Any]:
     """Log a row's test figures as soon as it is scored; returns it."""
-    if "ndcg_at_10" in row:
-        lo, hi = row["ndcg_at_10_ci"]
-        split = ""
-        if row.get("repeat_users") is not None:
-            repeat, new = row["ndcg_at_10_repeat"] or 0.0, row["ndcg_at_10_new"] or 0.0
-            split = (
-                f"; repeat targets {repeat:.4f} ({row['repeat_users']} users), "
-                f"new {new:.4f} ({row['new_users']})"
-            )
-        figures = f"NDCG@10 {row['ndcg_at_10']:.4f} [{lo:.3f}, {hi:.3f}]{split}"
-    else:
-        lo, hi = row["recall_at_10_ci"]
-        figures = f"Recall@10 {row['recall_at_10']:.4f} [{lo:.3f}, {hi:.3f}]"
-        if row.get("repeat_users") is not None:
-            repeat, new = row["recall_at_10_repeat"] or 0.0, row["recall_at_10_new"] or 0.0
-            figures += (
-                f"; repeat positives {repeat:.4f} ({row['repeat_users']} users), "
-                f"new {new:.4f} ({row['new_users']})"
-            )
+    metric, name, unit = ("ndcg_at_10", "NDCG@10", "targets")
+    if "ndcg_at_10" not in row:
+        metric, name, unit = ("recall_at_10", "Recall@10", "positives")
+    lo, hi = row[f"{metric}_ci"]
+    figures = f"{name} {row[metric]:.4f} [{lo:.3f}, {hi:.3f}]"
+    if row.get("repeat_users") is not None:
+
+        def part(which: str) -> str:
+            value = row[f"{metric}_{which}"]
+            return "n/a" if value is None else f"{value:.4f}"
+
+        figures += (
+            f"; repeat {unit} {part('repeat')} ({row['repeat_users']} users), "
+            f"new {part('new')} ({row['new_users']})"
+        )
     on = f" on {row['scored_on']}" if row.get("scored_on") else ""
     log.info(
         "test %s/%s%s: %s, %d users", row["table"], row["variant"], on, figures, row["eval_users"]
