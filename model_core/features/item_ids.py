@@ -307,8 +307,10 @@ class ItemIds(nn.Module):
 
     def train(self, mode: bool = True) -> ItemIds:
         # A fused optimizer step changes the weights without bumping their `_version`, so the
-        # eval-mode table is dropped whenever training may resume.
-        self._inference = None
+        # eval-mode table is dropped whenever training may resume (and kept by `eval()`, which
+        # inference calls once per chunk of users).
+        if mode:
+            self._inference = None
         return super().train(mode)
 
     @contextmanager

@@ -26,7 +26,7 @@ import torch
 
 from model_core.data.shards import user_shard
 from model_core.data.timelines import PinCatalog, Timelines
-from model_core.inference.embed import embed_windows
+from model_core.inference.embed import INFERENCE_BATCH_SIZE, embed_windows
 from model_core.model.pinnerformer import PinnerFormer
 
 BATCHES_PER_BUCKET = 8  # enough batches per bucket for length-sorting to cut the padding
@@ -121,7 +121,7 @@ def embed_users_sharded(
     timelines: Timelines,
     catalog: PinCatalog,
     shards: int = 1,
-    batch_size: int = 1024,
+    batch_size: int = INFERENCE_BATCH_SIZE,
     device: str = "cpu",
     pool: Executor | None = None,
     threads: int = 1,

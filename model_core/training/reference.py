@@ -99,7 +99,7 @@ def fit_sasrec(
     ema = averaged(model, cfg.ema_epochs * steps_per_epoch, n_steps) if cfg.affordances else None
     served = model if ema is None else cast(SASRec, ema.module)
     deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
-    best = (-math.inf, 0, {k: v.clone() for k, v in served.state_dict().items()})
+    best: Best = (-math.inf, 0, {k: v.clone() for k, v in served.state_dict().items()})
     t0, seqs, epoch, stop, step, schedule = time.perf_counter(), 0, 0, "max_epochs", 0, n_steps
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
@@ -126,17 +126,10 @@ def fit_sasrec(
                 total / steps_per_epoch, seqs / elapsed,
             )  # fmt: skip
         if validate is not None and epoch % cfg.eval_every_epochs == 0:
-            served.eval()
-            score = float(validate(served))
-            if score > best[0]:
-                best = (score, epoch, {k: v.clone() for k, v in served.state_dict().items()})
             eta = elapsed / epoch * (cfg.max_epochs - epoch)
             if deadline is not None:
                 eta = min(eta, max(0.0, deadline - time.monotonic()))
-            log.info(
-                "sasrec-%s epoch %d validation %.4f (best %.4f at epoch %d) eta <= %.0fs",
-                cfg.loss, epoch, score, best[0], best[1], eta,
-            )  # fmt: skip
+            best = _validated(served, validate, epoch, best, cfg, eta)
             if epoch - best[1] >= cfg.patience * cfg.eval_every_epochs:
                 stop = "early_stopping"
                 break
@@ -152,6 +145,29 @@ def fit_sasrec(
     seconds = time.perf_counter() - t0
     model.eval()
     return model, SASRecResult(epoch, best[1], best[0], seconds, seqs / seconds, stop)
+
+
+Best = tuple[float, int, dict[str, torch.Tensor]]  # score, epoch, the weights that scored it
+
+
+def _validated(
+    served: SASRec,
+    validate: Callable[[SASRec], float],
+    epoch: int,
+    best: Best,
+    cfg: SASRecConfig,
+    eta: float,
+) -> Best:
+    """Score `served` after `epoch`; the best so far, these weights when they beat it."""
+    served.eval()
+    score = float(validate(served))
+    if score > best[0]:
+        best = (score, epoch, {k: v.clone() for k, v in served.state_dict().items()})
+    log.info(
+        "sasrec-%s epoch %d validation %.4f (best %.4f at epoch %d) eta <= %.0fs",
+        cfg.loss, epoch, score, best[0], best[1], eta,
+    )  # fmt: skip
+    return best
 
 
 def _batch_loss(

@@ -140,11 +140,22 @@ def _log_row(
     }
 
 
-def _log_line(row: dict[str, float], n_steps: int, eta: float) -> None:
+def _log_line(row: dict[str, float], n_steps: int, eta: float, deadline: float | None) -> None:
+    if deadline is not None:  # a capped run ends at its deadline at the latest
+        eta = min(eta, max(0.0, deadline - time.monotonic()))
     log.info(
         "step %d/%d (epoch %.1f) loss %.4f lr %.2e tau %.3f %.0f seq/s eta %.0fs",
         *(row["step"], n_steps, row["epoch"], row["loss"], row["lr"], row["temperature"]),
         *(row["sequences_per_s"], eta),
+    )
+
+
+def _ddp(model: PinnerFormer, device: torch.device, n_ranks: int) -> torch.nn.Module:
+    """The model as the steps call it: wrapped in DistributedDataParallel under several ranks."""
+    if n_ranks == 1:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
     )
 
 
@@ -271,10 +282,7 @@ def train(
     start = 0
     if checkpoint_path is not None and checkpoint_path.exists():
         start = _resume(checkpoint_path, device, raw_model, opt, ema, result, best)
-    ddp_model: torch.nn.Module = raw_model
-    if n_ranks > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        ddp_model = DistributedDataParallel(raw_model, device_ids=ids)
+    ddp_model = _ddp(raw_model, device, n_ranks)
     step_loss = StepLoss(sampler, sketch, loss_cfg, cfg, device, rank, n_ranks)
     deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
     ddp_model.train()
@@ -292,9 +300,7 @@ def train(
             row = _log_row(step, spe, out, lr, grad_norm, seqs / elapsed)
             result.history.append(row)
             eta = (last - step) * elapsed / max(1, step - start)
-            if deadline is not None:  # a capped run ends at its deadline at the latest
-                eta = min(eta, max(0.0, deadline - time.monotonic()))
-            _log_line(row, n_steps, eta)
+            _log_line(row, n_steps, eta, deadline)
         # Under DDP rank 0's clock decides for every rank: a rank that stopped alone would leave
         # the others waiting in the next gradient all-reduce.
         out_of_time = deadline is not None and bool(

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from model_core.data.timelines import PinCatalog, PositiveRule
+from model_core.inference.embed import INFERENCE_BATCH_SIZE
 from model_core.inference.sharded import embed_users_sharded, shared_pool
 from model_core.model.pinnerformer import PinnerFormer
 from pinner_assets.lib.partitions import daily_partitions
@@ -44,7 +45,7 @@ def infer_day(
     day: datetime.date,
     device: str,
     shards: int = 1,
-    batch_size: int = 1024,
+    batch_size: int = INFERENCE_BATCH_SIZE,
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """New embeddings for the day's active users merged over the previous day's (paper Fig. 3).
 

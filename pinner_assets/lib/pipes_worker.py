@@ -66,10 +66,12 @@ def run(job: worker.TrainJob) -> Fitted | None:
         handler = PipesLogHandler(pipes)
         root = logging.getLogger("model_core")
         root.addHandler(handler)
+        root.propagate = False  # the run's log shows each line once, not also the raw stderr
         try:
             fitted = worker.run(job)
         finally:
             root.removeHandler(handler)
+            root.propagate = True
         if fitted is not None:
             pipes.report_asset_materialization(metadata=materialization_metadata(job, fitted))
         return fitted

@@ -18,6 +18,7 @@ from model_core.data.sources import RawLog, read_source
 from model_core.data.timelines import PositiveRule
 from model_core.features.actions import FeatureConfig
 from model_core.features.item_content import item_content_embeddings
+from model_core.inference.embed import INFERENCE_BATCH_SIZE
 
 
 def default_data_dir() -> str:
@@ -355,7 +356,9 @@ class ComputeResource(dg.ConfigurableResource):
         "computed by parallel worker processes and merged in one transaction; 1 = in process.",
     )
     inference_batch_size: int = Field(
-        default=1024, description="Users per inference batch (and per hash bucket of a shard)."
+        default=INFERENCE_BATCH_SIZE,
+        description="Users per inference batch (and per hash bucket of a shard); larger on a GPU "
+        "(model_core.inference.embed.INFERENCE_BATCH_SIZE says why 256 on a CPU).",
     )
     k8s_image: str = Field(
         default="pinnerformer:latest", description="launcher=k8s: the training image."

@@ -100,6 +100,28 @@ def future_positives(
     return rows.filter(pl.Series(rule.frame_mask(rows))), int(n_days[0]) if n_days else 0
 
 
+def _popularity(
+    con: duckdb.DuckDBPyConnection, day: datetime.date, rule: PositiveRule, catalog: PinCatalog
+) -> np.ndarray:
+    """[catalogue rows] each pin's positives in the lookback up to `day` (the popularity
+    baseline)."""
+    counts = con.execute(
+        f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
+        f"AND event_date > ? AND {rule.sql()} GROUP BY pin_id",
+        [day, day - datetime.timedelta(days=LOOKBACK_DAYS)],
+    ).pl()
+    popularity = np.zeros(len(catalog), dtype=np.float64)
+    known = catalog.rows(counts["pin_id"].to_numpy())
+    popularity[known[known >= 0]] = counts["n"].to_numpy()[known >= 0]
+    return popularity
+
+
+def _metric_values(m: object) -> dict[str, float]:
+    """The report's metrics of a RetrievalMetrics."""
+    d = m.as_dict()  # type: ignore[attr-defined]
+    return {k: float(d[k]) for k in METRIC_NAMES}
+
+
 def score_day(
     con: duckdb.DuckDBPyConnection,
     day: datetime.date,
@@ -144,15 +166,7 @@ def score_day(
     )
     curve = recall_curve(embedding_matrix(held), pos_user, pin_emb[rows], pin_emb[index], in_index)
 
-    pop_counts = con.execute(
-        f"SELECT pin_id, count(*) AS n FROM raw_actions WHERE event_date <= ? "
-        f"AND event_date > ? AND {rule.sql()} GROUP BY pin_id",
-        [day, day - datetime.timedelta(days=LOOKBACK_DAYS)],
-    ).pl()
-    popularity = np.zeros(len(catalog), dtype=np.float64)
-    known = catalog.rows(pop_counts["pin_id"].to_numpy())
-    popularity[known[known >= 0]] = pop_counts["n"].to_numpy()[known >= 0]
-
+    popularity = _popularity(con, day, rule, catalog)
     con.register("_held", held.select("user_id").to_arrow())
     history = to_timelines(
         query_last_actions(con, day, "SELECT user_id FROM _held", vocab), catalog, vocab, rule
@@ -167,18 +181,14 @@ def score_day(
     for name, scores in history_baselines(con, history, held, catalog, vocab, rule).items():
         baselines[name] = evaluate_score_rows(scores, pos_user, rows, index, topics, in_index)
 
-    def keys(m: object) -> dict[str, float]:
-        d = m.as_dict()  # type: ignore[attr-defined]
-        return {k: float(d[k]) for k in METRIC_NAMES}
-
     return {
         **out,
         "eval_users": pf.n_users,
         "eval_positives": pf.n_positives,
         "index_size": pf.index_size,
-        "pinnerformer": keys(pf),
+        "pinnerformer": _metric_values(pf),
         "pinnerformer_recall_at_k": curve,
-        "baselines": {name: keys(m) for name, m in baselines.items()},
+        "baselines": {name: _metric_values(m) for name, m in baselines.items()},
     }
 
 

@@ -176,7 +176,7 @@ def training_timelines(
             end,
             "SELECT user_id FROM _train_users",
             vocab,
-            max_len=1_000_000,
+            max_len=None,
             lookback=100_000,
         )
         con.execute("BEGIN TRANSACTION")

@@ -224,6 +224,8 @@ def test_inference_reuses_the_table_until_a_weight_changes() -> None:
     with torch.no_grad():
         first = table.vectors()
         assert table.vectors() is first  # chunks of one pass share it
+        table.eval()  # embed_windows calls eval() for every chunk of users
+        assert table.vectors() is first
         table.table.weight[2] += 1.0  # an optimizer step changes the weights in place
         moved = table.vectors()
     assert moved is not first

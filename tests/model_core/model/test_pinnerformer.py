@@ -191,6 +191,17 @@ def test_batch_composition_does_not_change_a_users_embedding() -> None:
     assert_close(together[1:2], alone)
 
 
+def test_the_latest_embedding_is_the_towers_output_at_the_last_action() -> None:
+    # user_embedding runs the last block for the last actions only (UserTower.latest): the
+    # same vectors as the full tower read at each window's last position, for every width group
+    m = model(max_len=40)
+    batch = random_batch(6, 40, [40, 1, 9, 3, 17, 33], seed=8)
+    with torch.no_grad():
+        full = m.user_tower(batch)[torch.arange(6), batch.lengths - 1]
+        assert_close(m.user_tower.latest(batch), full)
+        assert_close(m.user_embedding(batch), full)
+
+
 def test_every_output_has_unit_norm() -> None:
     m = model()
     batch = random_batch(4, 16, [16, 1, 9, 3], seed=7)
