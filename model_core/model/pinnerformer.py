@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -192,7 +192,8 @@ class UserTower(nn.Module):
         runs for those B actions only (`Block.last`): on 64-action windows a third of the
         tower's work, the same outputs up to float rounding."""
         x, packing = self.hidden(batch, last_block=False)
-        return self.head(self.blocks[-1].last(x, packing))
+        last_block = cast(Block, self.blocks[-1])
+        return self.head(last_block.last(x, packing))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """[..., H] → [..., D]: the output MLP and the L2 norm."""
