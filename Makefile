@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# One pytest-xdist worker per logical CPU (at most 4), each with its share of the cores' threads.
 test: setup
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -n logical --maxprocesses 4
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m ''
+	$(BIN)/python -m pytest -q -m '' -n logical --maxprocesses 4
 
 lint: setup
 	$(BIN)/ruff check .

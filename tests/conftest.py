@@ -1,13 +1,27 @@
-"""Shared fixtures: a tiny synthetic world, built once per session."""
+"""Shared fixtures: a tiny synthetic world, built once per session.
+
+Under pytest-xdist (`make test` runs one worker per core) each worker, and every process it
+starts (the torchrun workers read OMP_NUM_THREADS), computes with its share of the cores, so the
+workers do not oversubscribe them.
+"""
 
 from __future__ import annotations
 
+import os
+
 import polars as pl
 import pytest
+import torch
 
 from model_core.data import synthetic
 from model_core.data.timelines import PinCatalog, Timelines
 from model_core.features.actions import FeatureConfig
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _threads = max(1, (_cpus or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 @pytest.fixture(scope="session")
