@@ -217,6 +217,11 @@ class ItemIds(nn.Module):
         self._shared: torch.Tensor | None = None
         self._inference: tuple[Any, torch.Tensor] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a model sent to an inference shard's worker) without the caches: they are
+        rebuilt where they are used, and a sparse matrix does not travel well."""
+        return {**self.__dict__, "_means": {}, "_shared": None, "_inference": None}
+
     def set_vocab(
         self, ids: np.ndarray, tokens: np.ndarray | None = None, neighbors: np.ndarray | None = None
     ) -> None:

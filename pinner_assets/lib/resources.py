@@ -351,9 +351,11 @@ class ComputeResource(dg.ConfigurableResource):
         description="Checkpoint every N steps (small N on preemptible nodes); 0 = the recipe's.",
     )
     inference_shards: int = Field(
-        default=1,
+        default=0,
         description="S: user_embeddings splits the day's users by a stable hash into S shards "
-        "computed by parallel worker processes and merged in one transaction; 1 = in process.",
+        "computed by parallel worker processes (one intra-op thread each, so every S writes the "
+        "same bytes) and merged in one transaction; 1 = in process; 0 = one per CPU core on a "
+        "CPU, 1 on a GPU.",
     )
     inference_batch_size: int = Field(
         default=INFERENCE_BATCH_SIZE,
@@ -364,3 +366,12 @@ class ComputeResource(dg.ConfigurableResource):
         default="pinnerformer:latest", description="launcher=k8s: the training image."
     )
     k8s_namespace: str = Field(default="", description="launcher=k8s: namespace ('' = current).")
+
+    def shards(self, device: str) -> int:
+        """`inference_shards` resolved for `device`: 0 = one per CPU core this process may use
+        on a CPU (the in-process S = 1 runs on one thread), 1 on a GPU."""
+        if self.inference_shards > 0:
+            return self.inference_shards
+        if device.startswith("cuda"):
+            return 1
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1

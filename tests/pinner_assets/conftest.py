@@ -46,7 +46,7 @@ def make_resources(data_dir: Path, source: ActionSource | None = None) -> dict[s
         "storage": storage,
         "duckdb": DuckDBResource(database=storage.warehouse),
         "source": source or ActionSource(world="tiny"),
-        "compute": ComputeResource(device="cpu"),
+        "compute": ComputeResource(device="cpu", inference_shards=1),  # in process: quick
         "split": EvaluationSplit(train_end_date=TRAIN_END, index_size=100_000),
         # behaviour, not quality, is under test: a few-step model is promoted. The gate itself is
         # tested with the default policy (test_promotion.py).

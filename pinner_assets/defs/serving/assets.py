@@ -87,7 +87,7 @@ def user_embeddings(
                 catalog,
                 day,
                 device,
-                compute.inference_shards,
+                compute.shards(device),
                 compute.inference_batch_size,
             )
             # the check runs on the in-memory result: a bad day is never written or published
