@@ -89,9 +89,7 @@ def causal_attention(qkv: torch.Tensor, packing: Packing, n_heads: int) -> torch
     # index_select / index_copy rather than [rows] indexing: their backward is a gather or an
     # index_add, where advanced indexing's is a sorting index_put (rows never repeat here).
     for g in packing.groups:
-        padded = qkv.new_zeros(g.n * g.width, 3 * H)
-        padded.index_copy_(0, g.slots, qkv.index_select(0, g.rows))
-        q, k, v = padded.view(g.n, g.width, 3, n_heads, H // n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = _padded_heads(qkv, g, n_heads)
         y = _sdpa(q, k, v)  # (n, heads, width, H / heads)
         y = y.transpose(1, 2).reshape(g.n * g.width, H).index_select(0, g.slots)
         out.index_copy_(0, g.rows, y.to(out.dtype))
@@ -108,14 +106,23 @@ def last_query_attention(qkv: torch.Tensor, packing: Packing, n_heads: int) -> t
     out = qkv.new_zeros(packing.shape[0], H)
     ends = packing.ends
     for g in packing.groups:
-        padded = qkv.new_zeros(g.n * g.width, 3 * H)
-        padded.index_copy_(0, g.slots, qkv.index_select(0, g.rows))
-        _, k, v = padded.view(g.n, g.width, 3, n_heads, H // n_heads).permute(2, 0, 3, 1, 4)
+        _, k, v = _padded_heads(qkv, g, n_heads)
         q = qkv.index_select(0, ends[g.windows])[:, :H].view(g.n, n_heads, 1, H // n_heads)
         real = torch.arange(g.width, device=qkv.device) < packing.lengths[g.windows, None]
         y = _sdpa(q, k, v, real.view(g.n, 1, 1, g.width))  # (n, heads, 1, H / heads)
         out.index_copy_(0, g.windows, y.reshape(g.n, H).to(out.dtype))
     return out
+
+
+def _padded_heads(
+    qkv: torch.Tensor, g: Group, n_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The group's windows re-padded to its width: q, k, v each [n, heads, width, H / heads]."""
+    H = qkv.shape[1] // 3
+    padded = qkv.new_zeros(g.n * g.width, 3 * H)
+    padded.index_copy_(0, g.slots, qkv.index_select(0, g.rows))
+    q, k, v = padded.view(g.n, g.width, 3, n_heads, H // n_heads).permute(2, 0, 3, 1, 4)
+    return q, k, v
 
 
 def _sdpa(
