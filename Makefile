@@ -45,8 +45,10 @@ bench: setup
 
 # The UI has no authentication: it listens on localhost unless UI_HOST says otherwise.
 UI_HOST ?= 127.0.0.1
+# `dg dev` loads the project of pyproject.toml's [tool.dg] (the same definitions workspace.yaml
+# names for `dagster dev -w workspace.yaml`, which still works but warns that it is superseded).
 ui: setup
-	$(BIN)/dagster dev -h $(UI_HOST) -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev --host $(UI_HOST)
 
 # The code location's definitions as `dg` sees them (the same as `make ui` loads).
 defs: setup
