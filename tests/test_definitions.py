@@ -139,4 +139,4 @@ def test_ui_listens_on_localhost_only() -> None:
     change (UI_HOST=0.0.0.0 behind an authenticating proxy, docs/OPERATIONS.md)."""
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     assert "UI_HOST ?= 127.0.0.1" in makefile
-    assert "dagster dev -h $(UI_HOST)" in makefile
+    assert "dg dev --host $(UI_HOST)" in makefile
