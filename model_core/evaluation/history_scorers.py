@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from model_core.data.timelines import Timelines
 
@@ -64,32 +63,29 @@ def _user_items(timelines: Timelines, n_items: int) -> sp.csr_matrix:
 
 
 def item_similarity(
-    train: Timelines, n_items: int, neighbors: int, chunk: int = 512
+    train: Timelines, n_items: int, neighbors: int, chunk: int = 2048
 ) -> sp.csr_matrix:
     """[N, N] cosine similarity of the items' user sets in `train`, each row keeping its
-    `neighbors` largest entries (an item is not its own neighbour; among equal entries at the
-    cut, which are kept is torch.topk's choice).
-
-    Rows are computed `chunk` at a time as dense [chunk, N] co-occurrence blocks; torch.topk picks
-    each row's largest (3x faster than numpy's argpartition on two cores)."""
+    `neighbors` largest entries (an item is not its own neighbour)."""
     x = _user_items(train, n_items).tocsc()
-    norms = torch.from_numpy(np.sqrt(np.asarray(x.sum(axis=0)).ravel()))
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     norms[norms == 0] = 1.0
     xt = x.T.tocsr()
-    k = min(neighbors, n_items - 1)
     rows, cols, vals = [], [], []
     for start in range(0, n_items, chunk):
-        block = torch.from_numpy((xt[start : start + chunk] @ x).toarray())  # co-occurrences
-        idx = torch.arange(block.shape[0])
+        block = (xt[start : start + chunk] @ x).toarray()  # (c, N) co-occurrence counts
+        idx = np.arange(block.shape[0])
         block[idx, start + idx] = 0.0
         block /= norms[start : start + chunk, None] * norms[None, :]
-        top_vals, top = torch.topk(block, k, dim=1, sorted=False)
+        k = min(neighbors, n_items - 1)
+        top = (
+            np.argpartition(-block, k - 1, axis=1)[:, :k] if k > 0 else np.empty((len(idx), 0), int)
+        )
+        top_vals = np.take_along_axis(block, top, axis=1)
         keep = top_vals > 0
-        rows.append((start + idx).repeat_interleave(keep.sum(dim=1)).numpy())
-        cols.append(top[keep].numpy())
-        vals.append(top_vals[keep].numpy())
-    if not rows:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+        rows.append(np.repeat(start + idx, keep.sum(axis=1)))
+        cols.append(top[keep])
+        vals.append(top_vals[keep])
     return sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_items, n_items),
