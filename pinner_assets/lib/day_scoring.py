@@ -5,7 +5,6 @@ every baseline beside it (popularity, recent_mean, the user's own items, item-to
 
 import datetime
 
-import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
@@ -27,7 +26,7 @@ from model_core.evaluation.metrics import (
 from model_core.evaluation.paper_protocol import baseline_metrics, is_eval_user, recent_mean
 from model_core.evaluation.score_rows import evaluate_score_rows
 from model_core.features.actions import FeatureConfig
-from pinner_assets.lib.embedding_store import embedding_matrix, load_pin_embeddings
+from pinner_assets.lib.embedding_store import embedding_matrix, require_pin_embeddings
 from pinner_assets.lib.report_metrics import METRIC_NAMES
 from pinner_assets.lib.resources import EvaluationSplit
 from pinner_assets.lib.timelines import (
@@ -108,13 +107,7 @@ def score_day(
     positives, n_days = future_positives(
         con, day, split.horizon_days, held["user_id"].to_numpy(), rule
     )
-    pins = load_pin_embeddings(con, version)
-    if pins.height == 0:
-        raise dg.Failure(
-            f"no pin vectors of model {version} (the model of user_embeddings[{day}]); "
-            "materialise pin_embeddings with that model",
-            allow_retries=False,
-        )
+    pins = require_pin_embeddings(con, version, f"made user_embeddings[{day}]")
     catalog: PinCatalog = load_catalog(con)
     out: dict[str, object] = {"horizon_days_available": n_days}
     rows = catalog.rows(positives["pin_id"].to_numpy())

@@ -204,3 +204,17 @@ def load_pin_embeddings(con: duckdb.DuckDBPyConnection, version: str) -> pl.Data
         "WHERE model_version = ? ORDER BY pin_id",
         [version],
     ).pl()
+
+
+def require_pin_embeddings(
+    con: duckdb.DuckDBPyConnection, version: str, needed_for: str
+) -> pl.DataFrame:
+    """`load_pin_embeddings`, failing (no retry) when model `version` was never embedded."""
+    df = load_pin_embeddings(con, version)
+    if df.height == 0:
+        raise dg.Failure(
+            f"pin_embeddings has no vectors of model {version}, which {needed_for}: materialise "
+            "pin_embeddings with that model first",
+            allow_retries=False,
+        )
+    return df

@@ -65,26 +65,24 @@ def query_last_actions(
 ) -> pl.DataFrame:
     """`last_actions_sql` for `users`, keeping the action types and surfaces of `vocab`;
     `max_len` None: every action in the lookback."""
-    params = last_actions_params(day, vocab, max_len or 0, lookback)
-    if max_len is None:
-        del params["max_len"]
+    params = last_actions_params(day, vocab, max_len, lookback)
     return con.execute(last_actions_sql(users, whole=max_len is None), params).pl()
 
 
 def last_actions_params(
     day: datetime.date,
     vocab: FeatureConfig,
-    max_len: int = MAX_LEN,
+    max_len: int | None = MAX_LEN,
     lookback: int = LOOKBACK_DAYS,
 ) -> dict[str, object]:
-    """The bound parameters of `last_actions_sql`."""
-    return {
+    """The bound parameters of `last_actions_sql` (no $max_len for the whole history)."""
+    params: dict[str, object] = {
         "day": day,
-        "max_len": max_len,
         "lookback": lookback,
         "action_types": list(vocab.action_types),
         "surfaces": list(vocab.surfaces),
     }
+    return params if max_len is None else {**params, "max_len": max_len}
 
 
 def explode(rows: pl.DataFrame) -> pl.DataFrame:

@@ -15,8 +15,8 @@ from pinner_assets.lib.embedding_store import (
     embedding_check,
     embedding_matrix,
     infer_day,
-    load_pin_embeddings,
     publish_users,
+    require_pin_embeddings,
     require_valid,
     write_partition,
 )
@@ -205,17 +205,12 @@ def pin_embeddings(
     automation_condition=PIN_EAGER,
 )
 def pin_index(duckdb: DuckDBResource, storage: PinnerStorage) -> dg.MaterializeResult:
-    """hnswlib HNSW graph file + LanceDB `pins__<version>` table with its own ANN index, published
-    together with the users of the same model version (vectors.publish_vectors)."""
+    """hnswlib HNSW graph file + LanceDB `pins__<version>` table (with an ANN index from
+    vectors.ANN_MIN_ROWS pins), published together with the users of the same model version
+    (vectors.publish_vectors)."""
     _, serving = load_serving_model(storage)
     with duckdb.get_connection() as con:
-        df = load_pin_embeddings(con, serving)
-    if df.height == 0:
-        raise dg.Failure(
-            f"pin_embeddings has no vectors of the serving model {serving}: materialise "
-            "pin_embeddings first",
-            allow_retries=False,
-        )
+        df = require_pin_embeddings(con, serving, "is served")
     emb = np.asarray(df["embedding"].to_list(), dtype=np.float32)
     ids = df["pin_id"].to_numpy().astype(np.int64)
     version = df["model_version"][0]
